@@ -1,0 +1,144 @@
+"""Default values of a stage-2 (F_cla) experiment; `configs/*.py` start from these.
+
+Paper defaults (Norface, sec. 4): m = 4 experts, top-k = 2, lambda_imp = lambda_g&l =
+1e-3, 40 epochs, base lr 1e-4 (AU detection), 1e-3 (AU intensity), 2e-5 (FER).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+TASKS = ("fer", "au_detection", "au_intensity")
+TASK_LR = {"au_detection": 1e-4, "au_intensity": 1e-3, "fer": 2e-5}
+TASK_BEST_METRIC = {"au_detection": ("f1/mean", "max"), "au_intensity": ("icc/mean", "max"),
+                    "fer": ("accuracy", "max")}
+
+# Logical parameter axes -> mesh axes. Data parallel by default; 'model' shards the
+# MLP/heads (tensor parallel) and 'fsdp' the embedding when such mesh axes exist.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("experts", "expert"),
+    ("classes", None),
+    ("layers", None),
+    ("patch", None),
+)
+
+
+def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
+                synthetic: bool) -> ml_collections.ConfigDict:
+  """The full stage-2 config with paper defaults; `runlocal` shrinks it for a CPU."""
+  if task not in TASKS:
+    raise ValueError(f"task {task!r}; expected one of {TASKS}")
+  c = ml_collections.ConfigDict()
+  c.stage = "cla"
+  c.task = task
+  c.seed = 0
+
+  c.data = dict(
+      dataset=dataset,            # Reader name (real data) ...
+      synthetic=synthetic,        # ... or SynthFACS with the same label space.
+      preset=preset,              # SynthFACS preset.
+      data_dir="~/tensorflow_datasets",  # Where prepared datasets live.
+      fold=0,                     # Subject-exclusive fold (AU datasets).
+      image_size=224,
+      num_classes=7,              # FER classes (7 basic, 8 with contempt).
+      identity_bias=1.0,          # SynthFACS identity look-alike strength.
+      frames_per_subject=0,       # SynthFACS: 0 = preset default.
+      num_identities=0,           # SynthFACS FER presets: 0 = preset default.
+      # Where I_n (the normalized face) comes from: none | precomputed | oracle | online.
+      normalization="oracle" if synthetic else "precomputed",
+      normalized_dir="",          # precomputed: folder written by launch/normalize.py.
+      target_subject=0,           # oracle (SynthFACS): the fixed target identity.
+      test_dataset="",            # Cross-dataset evaluation: another config's dataset.
+      test_preset="",
+  )
+  c.input = dict(batch_size=64, eval_batch_size=128, workers=0, prefetch=2)
+  c.augment = dict(flip=True, crop_scale=(0.8, 1.0), color_jitter=0.2,
+                   mixup=0.0, cutmix=0.0, cutout=0.0)
+
+  c.model = dict(
+      encoder="B/16",
+      streams=("orig", "norm"),   # ("orig",) is the paper's "w/o Idn".
+      use_input_moe=True,
+      use_output_moe=True,
+      num_experts=4,
+      top_k=2,
+      expert_hidden=0,            # 0 = the encoder width.
+      pool="cls",
+      router_noise=True,
+      dispatch="dense",           # dense | gather.
+      remat=False,
+      scan=False,
+  )
+  c.dtype = "float32"             # Compute dtype; parameters stay float32.
+  c.loss = dict(lambda_imp=1e-3, lambda_gl=1e-3, label_smoothing=0.0)
+
+  c.optim = dict(name="adamw", lr=TASK_LR[task], b1=0.9, b2=0.999, eps=1e-8,
+                 weight_decay=0.05, grad_clip=1.0, warmup_steps=500,
+                 end_lr_factor=0.0, layer_decay=0.0)
+  c.num_epochs = 40
+  c.total_steps = 0               # > 0 overrides num_epochs.
+
+  c.mesh = (("data", -1), ("model", 1))
+  c.logical_axis_rules = DEFAULT_RULES
+  c.init_from = ""                # Orbax checkpoint dir whose params hold an encoder.
+  c.init_from_key = "encoder"     # Subtree of the loaded params to take.
+
+  c.log_every = 50
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 2
+  best_metric, best_mode = TASK_BEST_METRIC[task]
+  c.eval = dict(best_metric=best_metric, best_mode=best_mode, max_examples=0)
+  c.nan_policy = "stop"           # stop | skip (a non-finite update).
+
+  if runlocal:
+    c.data.image_size = 64
+    c.data.frames_per_subject = 24 if task != "fer" else 0
+    c.data.num_identities = 400 if task == "fer" else 0
+    c.input.batch_size = 32
+    c.input.eval_batch_size = 64
+    c.model.encoder = "mu/8"
+    c.num_epochs = 0
+    c.total_steps = 300
+    c.optim.warmup_steps = 30
+    c.optim.lr = 1e-3
+    c.log_every = 25
+    c.eval_every = 150
+    c.checkpoint_every = 150
+    c.eval.max_examples = 1024
+  return c
+
+
+def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 7,
+                **overrides) -> ml_collections.ConfigDict:
+  """The standard args of every stage-2 config file, applied to `base_config`.
+
+  Args (after the colon): `synthetic`, `runlocal`, `fold=K`, `variant=B/16`,
+  `norm=none|precomputed|oracle|online`, `normalized_dir=DIR`, `test=DATASET`
+  (cross-dataset evaluation), `classes=N` (FER), `steps=N` (override the length).
+  """
+  from norface_jax.configlib import parse_arg
+  a = parse_arg(arg, synthetic=False, runlocal=False, fold=0, variant="B/16", norm="",
+                normalized_dir="", test="", classes=num_classes, steps=0)
+  c = base_config(task=task, dataset=dataset, preset=dataset, runlocal=a.runlocal,
+                  synthetic=a.synthetic)
+  c.data.fold = a.fold
+  c.data.num_classes = a.classes
+  if not a.runlocal:
+    c.model.encoder = a.variant
+  if a.norm:
+    c.data.normalization = a.norm
+  c.data.normalized_dir = a.normalized_dir
+  if a.test:
+    c.data.test_dataset = a.test
+    c.data.test_preset = a.test
+  if a.steps:
+    c.total_steps = a.steps
+  for key, value in overrides.items():
+    c[key] = value
+  return c

@@ -1,0 +1,46 @@
+"""The config convention: arg parsing, unknown keys named, every config loads."""
+
+import glob
+import os
+
+import pytest
+
+from norface_jax import configlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_arg_types_and_flags():
+  c = configlib.parse_arg("synthetic,fold=2,variant=S/16,lr=0.5", synthetic=False, fold=0,
+                          variant="B/16", lr=1.0, runlocal=False)
+  assert c.synthetic is True and c.runlocal is False
+  assert c.fold == 2 and c.variant == "S/16" and c.lr == 0.5
+
+
+def test_unknown_key_is_named():
+  with pytest.raises(ValueError, match="'synthtic'"):
+    configlib.parse_arg("synthtic", synthetic=False)
+
+
+def test_bad_value_is_named():
+  with pytest.raises(ValueError, match="'fold'"):
+    configlib.parse_arg("fold=two", fold=0)
+
+
+def test_value_required_for_non_bool():
+  with pytest.raises(ValueError, match="needs a value"):
+    configlib.parse_arg("fold", fold=0)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+def test_every_config_loads(path):
+  for arg in ("", ":synthetic,runlocal"):
+    c = configlib.load_config(path + arg)
+    assert c.task in ("fer", "au_detection", "au_intensity")
+    assert c.model.num_experts == 4 and c.model.top_k == 2
+    assert c.loss.lambda_imp == 1e-3 and c.loss.lambda_gl == 1e-3
+    if not arg:
+      assert c.num_epochs == 40
+      assert c.optim.lr == {"fer": 2e-5, "au_detection": 1e-4, "au_intensity": 1e-3}[c.task]
+  with pytest.raises(ValueError, match="bogus"):
+    configlib.load_config(path + ":bogus=1")
