@@ -1,0 +1,291 @@
+"""ViT encoder (MAE / timm layout): the feature extractors E_s and E_f of Norface.
+
+The module mirrors timm's `VisionTransformer` as used by MAE so that a
+`timm`/MAE checkpoint maps onto it key by key (the importer lives in the interop
+package). Shape letters: B batch, N tokens (1 + patches), D width, H heads,
+Dh = D / H head width, M mlp width, L layers, P patch size, C channels.
+
+Parameter mapping (Flax path (shape) <- timm key; `.T` a transpose; i a block):
+
+  cls (1, 1, D)                    <- cls_token
+  patch_embed/kernel (P, P, C, D)  <- patch_embed.proj.weight.permute(2, 3, 1, 0)
+  patch_embed/bias (D,)            <- patch_embed.proj.bias
+  block_i/norm1/{scale,bias}       <- blocks.i.norm1.{weight,bias}
+  block_i/attn/qkv/kernel (D, 3, H, Dh)
+                                   <- blocks.i.attn.qkv.weight.T.reshape(D, 3, H, Dh)
+  block_i/attn/qkv/bias (3, H, Dh) <- blocks.i.attn.qkv.bias.reshape(3, H, Dh)
+  block_i/attn/proj/kernel (H, Dh, D)
+                                   <- blocks.i.attn.proj.weight.T.reshape(H, Dh, D)
+  block_i/attn/proj/bias (D,)      <- blocks.i.attn.proj.bias
+  block_i/norm2/{scale,bias}       <- blocks.i.norm2.{weight,bias}
+  block_i/mlp/fc1/kernel (D, M)    <- blocks.i.mlp.fc1.weight.T  (bias: .bias)
+  block_i/mlp/fc2/kernel (M, D)    <- blocks.i.mlp.fc2.weight.T  (bias: .bias)
+  norm/{scale,bias}                <- norm.{weight,bias}
+
+The position embedding is MAE's fixed 2-D sin-cos table (not a parameter here;
+MAE stores it as a frozen `pos_embed` buffer, the importer may check it).
+
+With `scan=True` the blocks live under one `blocks/...` subtree whose leaves have
+a leading layer axis L (logical name 'layers'), e.g. `blocks/attn/qkv/kernel` is
+(L, D, 3, H, Dh). `stack_block_params` / `unstack_block_params` convert between
+the two layouts.
+
+Logical axis names on parameters: 'embed' (D), 'heads' (H), 'kv' (Dh),
+'mlp' (M), 'layers' (L); conv kernel spatial/channel dims and the fused q/k/v
+axis are None.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+
+_VARIANTS = {
+    # name: (width, depth, heads). mlp_dim is 4 * width.
+    "mu": (32, 2, 2),  # tiny, for tests only
+    "Ti": (192, 12, 3),
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+}
+
+
+def decode_variant(variant: str) -> dict[str, int]:
+  """Parses "B/16"-style names into ViT sizes.
+
+  Sizes: mu (tests only: width 32, depth 2, 2 heads), Ti 192/12/3, S 384/12/6,
+  B 768/12/12, L 1024/24/16; mlp_dim = 4 * width; the number after "/" is the
+  patch size (e.g. "mu/8", "Ti/16").
+  """
+  name, _, patch = variant.partition("/")
+  if name not in _VARIANTS or not patch.isdigit():
+    raise ValueError(f"Unknown ViT variant {variant!r}; "
+                     f"expected one of {sorted(_VARIANTS)} + '/<patch>'.")
+  width, depth, heads = _VARIANTS[name]
+  return dict(width=width, depth=depth, num_heads=heads, mlp_dim=4 * width,
+              patch_size=int(patch))
+
+
+def get_1d_sincos_pos_embed(dim: int, pos: np.ndarray) -> np.ndarray:
+  """MAE 1-D sin-cos table (P, dim): [sin(pos w_i), cos(pos w_i)].
+
+  w_i = 10000^(-i / (dim/2)), i = 0 .. dim/2 - 1.
+  """
+  assert dim % 2 == 0
+  omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+  out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float64), omega)
+  return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def get_2d_sincos_pos_embed(dim: int, grid_hw: tuple[int, int],
+                            cls_token: bool = True) -> np.ndarray:
+  """MAE's fixed 2-D position table, (1 + gh * gw, dim) with a zero cls row.
+
+  As in MAE, the first dim/2 channels encode the column (w) index and the last
+  dim/2 the row (h) index; patches are in row-major (h, w) order.
+  """
+  assert dim % 4 == 0, "2-D sin-cos needs width divisible by 4"
+  gh, gw = grid_hw
+  grid_w, grid_h = np.meshgrid(np.arange(gw, dtype=np.float64),
+                               np.arange(gh, dtype=np.float64))  # (gh, gw) each
+  emb = np.concatenate([get_1d_sincos_pos_embed(dim // 2, grid_w),
+                        get_1d_sincos_pos_embed(dim // 2, grid_h)], axis=1)
+  if cls_token:
+    emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
+  return emb.astype(np.float32)
+
+
+def _drop_path(x, rate: float, deterministic: bool, module: nn.Module):
+  """Stochastic depth: drops whole samples' residual branches (timm)."""
+  if deterministic or rate == 0.0:
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep,
+                              (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+_xavier = nn.initializers.xavier_uniform()
+_zeros = nn.initializers.zeros
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with a fused q/k/v projection (timm order)."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_bnd: jax.Array) -> jax.Array:
+    d = x_bnd.shape[-1]
+    dh = d // self.num_heads
+    qkv = nn.DenseGeneral(
+        (3, self.num_heads, dh), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=nn.with_logical_partitioning(
+            _xavier, ("embed", None, "heads", "kv")),
+        bias_init=nn.with_logical_partitioning(_zeros, (None, "heads", "kv")),
+        name="qkv")(x_bnd)  # (B, N, 3, H, Dh)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    o_bnhk = jax.nn.dot_product_attention(q, k, v, implementation=None)
+    return nn.DenseGeneral(
+        d, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=nn.with_logical_partitioning(
+            _xavier, ("heads", "kv", "embed")),
+        bias_init=nn.with_logical_partitioning(_zeros, ("embed",)),
+        name="proj")(o_bnhk)
+
+
+class Mlp(nn.Module):
+  """timm Mlp: fc1 -> exact GELU -> fc2."""
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    d = x.shape[-1]
+    dense = lambda n, axes, name: nn.Dense(
+        n, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=nn.with_logical_partitioning(_xavier, axes),
+        bias_init=nn.with_logical_partitioning(_zeros, axes[1:]), name=name)
+    x = dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x)
+    x = nn.gelu(x, approximate=False)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic)
+    x = dense(d, ("mlp", "embed"), "fc2")(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic)
+
+
+def _layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(_zeros, ("embed",)))
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x + attn(norm1(x)); x + mlp(norm2(x))."""
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    det = not train
+    ln = lambda name: _layer_norm(name, self.dtype, self.param_dtype)
+    y = Attention(self.num_heads, self.dtype, self.param_dtype,
+                  name="attn")(ln("norm1")(x))
+    y = nn.Dropout(self.dropout_rate)(y, det)
+    x = x + _drop_path(y, self.drop_path_rate, det, self)
+    y = Mlp(self.mlp_dim, self.dropout_rate, self.dtype, self.param_dtype,
+            name="mlp")(ln("norm2")(x), det)
+    return x + _drop_path(y, self.drop_path_rate, det, self)
+
+
+class _ScanBlock(Block):
+  """Block with the (carry, out) signature `nn.scan` expects; same params."""
+
+  def __call__(self, x: jax.Array, train: bool):
+    return super().__call__(x, train), None
+
+
+class ViT(nn.Module):
+  """MAE/timm ViT encoder returning all tokens after the final LayerNorm.
+
+  Attributes:
+    variant: e.g. "B/16" (see `decode_variant`).
+    dtype: compute dtype; param_dtype: parameter dtype.
+    remat: rematerialise each block in the backward pass (saves memory).
+    scan: `nn.scan` over blocks (params stacked on a leading 'layers' axis;
+      faster compiles for deep models).
+    dropout_rate / drop_path_rate: timm's proj/mlp dropout and stochastic
+      depth (the same drop-path rate in every block when scanned; a linear
+      ramp 0..rate over depth otherwise, as timm).
+  """
+  variant: str = "B/16"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  remat: bool = False
+  scan: bool = False
+  dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, images_bhwc: jax.Array, *, train: bool) -> jax.Array:
+    """Encodes (B, H, W, C) float images (already normalised) to (B, 1+N, D)."""
+    cfg = decode_variant(self.variant)
+    p, d = cfg["patch_size"], cfg["width"]
+    b, h, w, _ = images_bhwc.shape
+    if h % p or w % p:
+      raise ValueError(f"Image size {(h, w)} not divisible by patch {p}.")
+    x = nn.Conv(
+        d, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=nn.with_logical_partitioning(
+            _xavier_conv, (None, None, None, "embed")),
+        bias_init=nn.with_logical_partitioning(_zeros, ("embed",)),
+        name="patch_embed")(images_bhwc.astype(self.dtype))
+    x = x.reshape(b, -1, d)  # row-major (h, w) patches, as timm's flatten(2)
+    cls = self.param("cls", nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, None, "embed")),
+                     (1, 1, d), self.param_dtype)
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x],
+                        axis=1)
+    pos = get_2d_sincos_pos_embed(d, (h // p, w // p), cls_token=True)
+    x = x + jnp.asarray(pos, x.dtype)[None]
+    x = nn.Dropout(self.dropout_rate)(x, not train)
+
+    kw = dict(num_heads=cfg["num_heads"], mlp_dim=cfg["mlp_dim"],
+              dropout_rate=self.dropout_rate, dtype=self.dtype,
+              param_dtype=self.param_dtype)
+    depth = cfg["depth"]
+    if self.scan:
+      block_cls = _ScanBlock
+      if self.remat:
+        block_cls = nn.remat(block_cls, static_argnums=(2,))
+      x, _ = nn.scan(
+          block_cls, variable_axes={"params": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast,), length=depth,
+          metadata_params={nn.PARTITION_NAME: "layers"})(
+              drop_path_rate=self.drop_path_rate, name="blocks", **kw)(x, train)
+    else:
+      block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+      for i in range(depth):
+        rate = self.drop_path_rate * i / max(depth - 1, 1)
+        x = block_cls(drop_path_rate=rate, name=f"block_{i}", **kw)(x, train)
+    return _layer_norm("norm", self.dtype, self.param_dtype)(x)
+
+
+def _xavier_conv(key, shape, dtype=jnp.float32):
+  """MAE's patch-embed init: xavier_uniform on the kernel as (P*P*C, D)."""
+  flat = _xavier(key, (int(np.prod(shape[:-1])), shape[-1]), dtype)
+  return flat.reshape(shape)
+
+
+def stack_block_params(params: Mapping[str, Any],
+                       depth: int) -> dict[str, Any]:
+  """Converts a non-scan param tree (block_0..block_{L-1}) to scan layout."""
+  params = dict(params)
+  blocks = [params.pop(f"block_{i}") for i in range(depth)]
+  params["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+  return params
+
+
+def unstack_block_params(params: Mapping[str, Any]) -> dict[str, Any]:
+  """Converts a scan param tree (blocks with leading L axis) to block_{i}."""
+  params = dict(params)
+  blocks = params.pop("blocks")
+  depth = jax.tree.leaves(blocks)[0].shape[0]
+  for i in range(depth):
+    params[f"block_{i}"] = jax.tree.map(lambda x, i=i: x[i], blocks)
+  return params
+
