@@ -1,0 +1,195 @@
+"""From `config.data` to a random-access source: SynthFACS or a prepared real dataset.
+
+Also decides where the normalized face I_n comes from:
+- `none`: no I_n (the model must use the original stream only, "w/o Idn");
+- `oracle` (SynthFACS only): the exact target-identity rendering of each face, i.e. the
+  same AUs on the fixed target subject with the target's pose and plain background — the
+  ideal output of a perfect stage 1, an upper bound for identity normalization;
+- `precomputed`: a folder that mirrors the dataset's relative image paths with the
+  normalized faces (written by `launch/normalize.py`, or the Norface authors' release);
+- `online`: a frozen stage-1 generator inside the step (wired in the trainer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+from norface_jax.data import labels
+from norface_jax.data.images import load_image
+
+NORMALIZATION_MODES = ("none", "oracle", "precomputed", "online")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  name: str
+  title: str
+  detection_aus: tuple[int, ...] = ()
+  intensity_aus: tuple[int, ...] = ()
+  fer: bool = False
+  layout: str = ""  # What the raw download looks like (for the "not found" message).
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "bp4d": DatasetSpec("bp4d", "BP4D", labels.BP4D_DETECTION_AUS, labels.BP4D_INTENSITY_AUS,
+                        layout="<root>/<subject>/<task>/<frame>.jpg and AU_OCC/<subject>_<task>.csv"),
+    "bp4dplus": DatasetSpec("bp4dplus", "BP4D+", labels.BP4D_DETECTION_AUS, labels.BP4D_INTENSITY_AUS,
+                            layout="<root>/<subject>/<task>/<frame>.jpg and AU_OCC/<subject>_<task>.csv"),
+    "disfa": DatasetSpec("disfa", "DISFA", labels.DISFA_DETECTION_AUS, labels.DISFA_INTENSITY_AUS,
+                         layout="<root>/<subject>/<frame>.png and ActionUnit_Labels/<subject>/<subject>_au<N>.txt"),
+    "affectnet": DatasetSpec("affectnet", "AffectNet", fer=True,
+                             layout="Manually_Annotated_file_lists/{training,validation}.csv and "
+                                    "Manually_Annotated_Images/"),
+    "rafdb": DatasetSpec("rafdb", "RAF-DB", fer=True,
+                         layout="EmoLabel/list_patition_label.txt and Image/aligned/"),
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+  """A real dataset is not where the config says; the message says how to prepare it."""
+
+
+def spec(name: str) -> DatasetSpec:
+  if name not in DATASETS:
+    raise KeyError(f"config.data.dataset={name!r}; known: {', '.join(DATASETS)}")
+  return DATASETS[name]
+
+
+def label_names(data_config: Any, task: str, dataset: str | None = None) -> tuple[str, ...]:
+  """The output label space of `task` on the (training) dataset."""
+  s = spec(dataset or data_config.dataset)
+  if task == "fer":
+    if not s.fer and not data_config.synthetic:
+      raise ValueError(f"{s.title} has no emotion labels; use an AU task")
+    return labels.EMOTIONS[:data_config.num_classes]
+  aus = s.detection_aus if task == "au_detection" else s.intensity_aus
+  if not aus:
+    raise ValueError(f"{s.title} has no {task} labels; use task 'fer'")
+  return tuple(f"AU{a}" for a in aus)
+
+
+def test_dataset(data_config: Any) -> str:
+  return data_config.get("test_dataset", "") or data_config.dataset
+
+
+def eval_columns(data_config: Any, task: str) -> tuple[tuple[str, ...], np.ndarray | None]:
+  """Label names evaluated and the prediction columns they come from (cross-dataset)."""
+  train = label_names(data_config, task)
+  other = test_dataset(data_config)
+  if other == data_config.dataset or task == "fer":
+    return train, None
+  test = label_names(data_config, task, other)
+  common = tuple(n for n in test if n in train)
+  if not common:
+    raise ValueError(f"{data_config.dataset} and {other} share no {task} labels")
+  return common, np.array([train.index(n) for n in common])
+
+
+def eval_task(task: Any, data_config: Any) -> Any:
+  """The evaluation task: the training task restricted to labels the test set has."""
+  names, columns = eval_columns(data_config, task.name)
+  return task if columns is None else dataclasses.replace(task, label_names=names)
+
+
+def make_source(data_config: Any, split: str, *, task: str) -> Any:
+  """A random-access source of dict items (`image`, labels, optional `image_norm`)."""
+  mode = data_config.normalization
+  if mode not in NORMALIZATION_MODES:
+    raise ValueError(f"config.data.normalization={mode!r}; expected one of {NORMALIZATION_MODES}")
+  dataset = test_dataset(data_config) if split == "test" else data_config.dataset
+  if data_config.synthetic:
+    source = _synthfacs_source(data_config, split, dataset, oracle=(mode == "oracle"))
+  else:
+    if mode == "oracle":
+      raise ValueError("config.data.normalization='oracle' exists only for SynthFACS "
+                       "(add `synthetic`), since it renders the true target-identity face")
+    source = _real_source(data_config, split, dataset)
+  if mode == "precomputed":
+    source = PairedFolderSource(source, data_config.normalized_dir, data_config.image_size)
+  elif mode == "online":
+    raise NotImplementedError(
+        "config.data.normalization='online' needs a stage-1 checkpoint, and stage 1 is not in "
+        "this version yet; use 'oracle' (SynthFACS), 'precomputed' or 'none'")
+  if dataset != data_config.dataset and task != "fer":
+    names, _ = eval_columns(data_config, task)
+    key = "au" if task == "au_detection" else "au_intensity"
+    source = SelectLabels(source, key, label_names(data_config, task, dataset), names)
+  return source
+
+
+def _synthfacs_source(data_config: Any, split: str, dataset: str, *, oracle: bool) -> Any:
+  from norface_jax.data.synthfacs import source as synth_source
+  preset = (data_config.get("test_preset", "") or dataset) if split == "test" else data_config.preset
+  if preset == "":
+    preset = dataset
+  return synth_source.SynthFACSSource(
+      preset=preset, split=split, fold=data_config.fold, seed=data_config.get("seed", 0),
+      size=data_config.image_size, identity_bias=data_config.identity_bias,
+      frames_per_subject=data_config.frames_per_subject or None,
+      num_identities=data_config.num_identities or None,
+      num_classes=data_config.num_classes,
+      normalized_target=data_config.target_subject if oracle else None)
+
+
+def _real_source(data_config: Any, split: str, dataset: str) -> Any:
+  s = spec(dataset)
+  data_dir = os.path.expanduser(data_config.data_dir)
+  prepared = os.path.join(data_dir, dataset)
+  if not os.path.isdir(prepared):
+    raise DataNotFoundError(
+        f"{s.title} is not prepared: expected the prepared dataset in {prepared!r} "
+        f"(config.data.data_dir={data_config.data_dir!r}). {s.title} is licensed and cannot be "
+        f"downloaded here: obtain it from its authors (raw layout: {s.layout}; see "
+        f"shared FORMATS.md), then prepare it once with\n"
+        f"  python launch/prepare_data.py --dataset={dataset} --manual_dir=<raw download> "
+        f"--data_dir={data_config.data_dir}\n"
+        f"or run on SynthFACS with the same label space by adding `synthetic` to the config "
+        f"args (e.g. --config=configs/<name>.py:synthetic).")
+  raise NotImplementedError(
+      f"found {prepared!r}, but the prepared-dataset readers (TFDS builders) are not in this "
+      f"version yet; use `synthetic` for now")
+
+
+class SelectLabels:
+  """Reorders/subsets an AU label vector to `names` (cross-dataset evaluation)."""
+
+  def __init__(self, source: Any, key: str, have: tuple[str, ...], names: tuple[str, ...]):
+    self.source, self.key = source, key
+    self.columns = np.array([have.index(n) for n in names])
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    item = dict(self.source[index])
+    item[self.key] = np.asarray(item[self.key])[self.columns]
+    return item
+
+
+class PairedFolderSource:
+  """Adds `image_norm` read from `root/<item['path']>` (the normalized faces' layout)."""
+
+  def __init__(self, source: Any, root: str, size: int):
+    if not root:
+      raise ValueError("config.data.normalization='precomputed' needs config.data.normalized_dir "
+                       "(a folder written by launch/normalize.py)")
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"config.data.normalized_dir={root!r} is not a directory")
+    self.source, self.root, self.size = source, root, size
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    item = dict(self.source[index])
+    if "path" not in item:
+      raise KeyError("precomputed normalization needs items with a relative 'path'")
+    path = os.path.join(self.root, str(item["path"]))
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"normalized face missing: {path} (for item {index})")
+    item["image_norm"] = load_image(path, self.size)
+    return item

@@ -1,0 +1,104 @@
+"""Orbax checkpoints: the train state and the Grain iterator, saved together.
+
+Two managers live under the workdir:
+- `checkpoints/`: every `checkpoint_every` steps (async), keeps the last few; holds
+  `Composite(state=..., data_iter=...)` so a resumed run continues with the same
+  parameters *and* the same next batch (exact resume).
+- `best/`: the state with the best evaluation metric so far (mode max/min), keeping one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class Checkpointer:
+  """Latest + best checkpoints of one run."""
+
+  def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True,
+               best_metric: str | None = None, best_mode: str = "max"):
+    workdir = os.path.abspath(workdir)
+    self.latest = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True),
+    )
+    self.best = None
+    self.best_metric = best_metric
+    if best_metric:
+      if best_mode not in ("max", "min"):
+        raise ValueError(f"config.eval.best_mode must be 'max' or 'min', got {best_mode!r}")
+      self.best = ocp.CheckpointManager(
+          os.path.join(workdir, "best"),
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode=best_mode,
+              enable_async_checkpointing=False, create=True),
+      )
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any | None = None, *, force: bool = False) -> bool:
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+    saved = self.latest.save(step, args=ocp.args.Composite(**items), force=force)
+    if saved:
+      logging.info("Saving checkpoint at step %d (async).", step)
+    return saved
+
+  def restore(self, abstract_state: Any, data_iter: Any | None = None,
+              step: int | None = None) -> tuple[Any, int]:
+    """Restores into `abstract_state`'s shapes/shardings (and `data_iter` in place)."""
+    step = self.latest.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+    logging.info("Restored checkpoint of step %d from %s.", step, self.latest.directory)
+    return restored["state"], step
+
+  def save_best(self, step: int, state: Any, metrics: dict[str, float]) -> None:
+    if self.best is None:
+      return
+    if self.best_metric not in metrics:
+      raise KeyError(f"best metric {self.best_metric!r} not among evaluation metrics "
+                     f"{sorted(metrics)}; set config.eval.best_metric")
+    self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                   metrics={k: float(v) for k, v in metrics.items()}, force=True)
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    if self.best is not None:
+      self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait()
+    self.latest.close()
+    if self.best is not None:
+      self.best.close()
+
+
+def abstract_like(state: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a concrete state, for restoring into it."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+
+def restore_state_only(directory: str, abstract_state: Any, step: int | None = None) -> tuple[Any, int]:
+  """Reads the `state` item of a checkpoint directory (`<workdir>/checkpoints` or `best`)."""
+  manager = ocp.CheckpointManager(os.path.abspath(directory))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))
+  manager.close()
+  return restored["state"], step

@@ -1,0 +1,92 @@
+"""Evaluation of trained stage-2 workdirs: one run, k-fold CV, cross-dataset, predict.
+
+The 3-fold subject-exclusive protocol of BP4D/DISFA: train fold k (tests part k,
+trains on the other two) into `<workdir>/fold<k>`, evaluate, report the mean over folds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from norface_jax.data import registry
+from norface_jax.evaluation import plots
+from norface_jax.training import checkpointing, sharding, stage2
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
+  """(setup, params, step) from `<workdir>/best` (or `checkpoints` for the latest)."""
+  setup = stage2.build(config, num_train_examples=1)
+  directory = os.path.join(workdir, "best" if which == "best" else "checkpoints")
+  if which == "best" and not os.path.isdir(directory):
+    directory = os.path.join(workdir, "checkpoints")
+  state, step = checkpointing.restore_state_only(directory, setup.restore_target())
+  return setup, state.params, step
+
+
+def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None = None,
+                     which: str = "best", test_dataset: str = "") -> dict[str, Any]:
+  """Evaluates a trained workdir on its test split (or another dataset's); writes JSON + PNGs."""
+  config = copy.deepcopy(config or stage2.load_config(workdir))
+  if test_dataset:
+    config.data.test_dataset = test_dataset
+    config.data.test_preset = test_dataset
+  setup, params, step = restore_params(config, workdir, which)
+  eval_source = registry.make_source(config.data, "test", task=config.task)
+  task = registry.eval_task(setup.task, config.data)
+  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config),
+                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh)),
+                    out_shardings=sharding.replicated(setup.mesh))
+  config.eval.max_examples = 0  # The whole test set.
+  report, arrays = stage2.evaluate(eval_fn, params, eval_source, task, config, setup.mesh,
+                                   stage2.batch_keys(config, setup.task))
+  suffix = f"_{test_dataset}" if test_dataset else ""
+  write_report(report, arrays, task, workdir, suffix, step)
+  return report
+
+
+def write_report(report: dict[str, Any], arrays: dict[str, np.ndarray], task, workdir: str,
+                 suffix: str, step: int) -> None:
+  if jax.process_index() != 0:
+    return
+  serial = {k: (np.asarray(v).tolist() if np.ndim(v) else float(v) if not isinstance(v, str) else v)
+            for k, v in report.items()}
+  serial["step"] = int(step)
+  with open(os.path.join(workdir, f"eval{suffix}.json"), "w") as f:
+    json.dump(serial, f, indent=2)
+  if task.name == "fer" and "confusion_matrix" in report:
+    fig = plots.confusion_matrix_plot(np.asarray(report["confusion_matrix"]), list(task.label_names))
+    plots.save_figure(fig, os.path.join(workdir, f"confusion{suffix}.png"))
+  elif task.name != "fer":
+    key = "f1" if task.name == "au_detection" else "icc"
+    values = np.array([report[f"{key}/{n}"] for n in task.label_names])
+    fig = plots.per_au_bars({key.upper(): values}, list(task.label_names), ylabel=key.upper())
+    plots.save_figure(fig, os.path.join(workdir, f"per_au{suffix}.png"))
+  logging.info("Evaluation of %s at step %d: %s", workdir, step, stage2.scalar_metrics(report))
+
+
+def cross_validate(config: ml_collections.ConfigDict, workdir: str,
+                   folds: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
+  """Trains (or resumes) and evaluates every fold; writes `cv.json` with per-fold and mean."""
+  per_fold = []
+  for k in folds:
+    c = copy.deepcopy(config)
+    c.data.fold = k
+    fold_dir = os.path.join(workdir, f"fold{k}")
+    result = stage2.train_and_evaluate(c, fold_dir)
+    report = result["report"] or evaluate_workdir(fold_dir, config=c, which="latest")
+    per_fold.append(stage2.scalar_metrics(report))
+  keys = sorted(set.intersection(*(set(r) for r in per_fold)))
+  mean = {k: float(np.mean([r[k] for r in per_fold])) for k in keys}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "cv.json"), "w") as f:
+      json.dump({"folds": list(folds), "per_fold": per_fold, "mean": mean}, f, indent=2)
+  logging.info("Cross-validation mean over folds %s: %s", list(folds), mean)
+  return mean
