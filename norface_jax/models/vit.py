@@ -48,6 +48,7 @@ Dtype = Any
 _VARIANTS = {
     # name: (width, depth, heads). mlp_dim is 4 * width.
     "mu": (32, 2, 2),  # tiny, for tests only
+    "nano": (96, 4, 3),  # small enough for CPU runs (runlocal)
     "Ti": (192, 12, 3),
     "S": (384, 12, 6),
     "B": (768, 12, 12),
