@@ -13,20 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(name="affectnet_fer", extra=""):
-  c = configlib.load_config(os.path.join(ROOT, "configs", f"{name}.py") + ":synthetic,runlocal" + extra)
-  c.data.image_size = 64
-  if c.task == "fer":
-    c.data.num_identities = 48
-  c.data.frames_per_subject = 4
-  c.input.batch_size = 16
-  c.input.eval_batch_size = 32
-  c.total_steps = 6
-  c.log_every = 2
-  c.eval_every = 6
-  c.checkpoint_every = 4
-  c.eval.max_examples = 64
-  c.mesh = (("data", 4), ("model", 2))
-  return c
+  return configlib.load_config(os.path.join(ROOT, "tests", "configs", "tiny.py") + f":name={name}" + extra)
 
 
 def params_of(result):

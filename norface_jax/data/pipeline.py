@@ -35,36 +35,89 @@ def shard_options(shard: bool = True) -> grain.sharding.ShardOptions:
   return grain.sharding.NoSharding()
 
 
+class GlobalBatchSampler:
+  """Shuffled epochs cut into global batches; each process reads its slice of each.
+
+  Local record `i` of process `p` is global position
+  `g = (i // local) * global_batch + p * local + i % local` of the endless sequence of
+  per-epoch permutations. So the global batch at every step is the same whatever the
+  number of processes (one host with 8 devices, or 2 hosts with 4: tested), and the
+  Grain iterator state (the last local index) is all a checkpoint needs.
+  """
+
+  def __init__(self, num_records: int, global_batch: int, *, seed: int,
+               process_index: int = 0, process_count: int = 1, num_epochs: int | None = None):
+    if num_records <= 0:
+      raise ValueError("empty training split: no records to sample")
+    if global_batch % process_count:
+      raise ValueError(f"global batch {global_batch} not divisible by {process_count} processes")
+    self.num_records, self.global_batch, self.seed = num_records, global_batch, seed
+    self.process_index, self.process_count = process_index, process_count
+    self.local = global_batch // process_count
+    self.num_epochs = num_epochs
+    self._perm_epoch, self._perm = -1, None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._perm_epoch:
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_records)
+      self._perm_epoch = epoch
+    return self._perm
+
+  def __repr__(self) -> str:  # Grain checks it on restore: keep it stable.
+    return (f"GlobalBatchSampler(num_records={self.num_records}, global_batch={self.global_batch}, "
+            f"seed={self.seed}, process={self.process_index}/{self.process_count}, "
+            f"num_epochs={self.num_epochs})")
+
+  def global_position(self, index: int) -> int:
+    return ((index // self.local) * self.global_batch + self.process_index * self.local
+            + index % self.local)
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if index < 0:
+      raise IndexError(index)
+    epoch, pos = divmod(self.global_position(index), self.num_records)
+    if self.num_epochs is not None and epoch >= self.num_epochs:
+      raise IndexError(f"sampler exhausted after {self.num_epochs} epochs")
+    return grain.RecordMetadata(index=index, record_key=int(self._permutation(epoch)[pos]))
+
+
 def train_loader(source: Any, *, batch_size: int, seed: int, keys: Sequence[str],
                  worker_count: int = 0, prefetch: int = 2) -> grain.DataLoader:
-  """Endless shuffled loader of per-process batches (`batch_size` is per process)."""
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options(True), shuffle=True,
-      num_epochs=None, seed=seed)
+  """Endless shuffled loader of per-process batches (`batch_size` is the global batch)."""
+  count = jax.process_count()
+  sampler = GlobalBatchSampler(len(source), batch_size, seed=seed,
+                               process_index=jax.process_index(), process_count=count)
   return grain.DataLoader(
-      data_source=source, sampler=sampler,
-      operations=[SelectKeys(tuple(keys)), grain.transforms.Batch(batch_size, drop_remainder=True)],
+      data_source=source, sampler=sampler, shard_options=grain.sharding.NoSharding(),
+      operations=[SelectKeys(tuple(keys)),
+                  grain.transforms.Batch(batch_size // count, drop_remainder=True)],
       worker_count=worker_count, worker_buffer_size=prefetch)
 
 
 def eval_batches(source: Any, *, batch_size: int, keys: Sequence[str],
-                 shard: bool = True) -> Iterator[dict[str, np.ndarray]]:
-  """One pass in order, padded to full batches; `_valid` marks real rows.
+                 max_examples: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """One in-order pass; each process reads an equal contiguous slice, padded.
 
-  Padding keeps one compiled shape for the evaluation step.
+  `batch_size` is global. Every process yields the same number of per-process batches
+  (padding rows repeat a real item and have `_valid` = 0), so the jitted evaluation
+  step sees one shape and all processes take part in every call.
   """
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options(shard), shuffle=False,
-      num_epochs=1, seed=0)
-  loader = grain.DataLoader(
-      data_source=source, sampler=sampler,
-      operations=[SelectKeys(tuple(keys)), grain.transforms.Batch(batch_size, drop_remainder=False)],
-      worker_count=0)
-  for batch in loader:
-    n = len(next(iter(batch.values())))
-    valid = np.zeros((batch_size,), np.float32)
-    valid[:n] = 1.0
-    if n < batch_size:
-      batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - n, axis=0)]) for k, v in batch.items()}
+  count, index = jax.process_count(), jax.process_index()
+  if batch_size % count:
+    raise ValueError(f"eval batch {batch_size} not divisible by {count} processes")
+  n = len(source) if not max_examples else min(len(source), max_examples)
+  if n == 0:
+    raise ValueError("empty evaluation split: no records to evaluate")
+  per_process = -(-n // count)
+  local = batch_size // count
+  lo, hi = index * per_process, min((index + 1) * per_process, n)
+  dataset = grain.MapDataset.source(source).map(SelectKeys(tuple(keys)))
+  for b in range(-(-per_process // local)):
+    rows = list(range(lo + b * local, min(lo + (b + 1) * local, hi)))
+    items = [dataset[i] for i in rows] or [dataset[0]]
+    valid = np.zeros((local,), np.float32)
+    valid[:len(rows)] = 1.0
+    items += [items[-1]] * (local - len(items))
+    batch = {k: np.stack([it[k] for it in items]) for k in keys}
     batch["_valid"] = valid
     yield batch

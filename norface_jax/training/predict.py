@@ -87,7 +87,7 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
         continue
       n = len(kept)
       pad = lambda xs: np.stack(xs + [xs[-1]] * (batch_size - n))
-      batch = {"image": pad(batch_o)}
+      batch = {"image": pad(batch_o), "_valid": np.float32([1.0] * n + [0.0] * (batch_size - n))}
       if two_streams:
         batch["image_norm"] = pad(batch_n)
       preds = jax.device_get(eval_fn(params, sharding.host_to_global(batch, setup.mesh))["preds"])[:n]

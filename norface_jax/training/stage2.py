@@ -29,6 +29,7 @@ from norface_jax.losses import moe as moe_losses
 from norface_jax.models import classifier as classifier_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax.training import checkpointing
+from norface_jax.training import multihost
 from norface_jax.training import optim
 from norface_jax.training import sharding
 from norface_jax.training import tasks as tasks_lib
@@ -149,7 +150,11 @@ def make_eval_step(model, task, config):
     x = preprocess(batch["image"], dtype)
     x_n = preprocess(batch["image_norm"], dtype) if two_streams else None
     outputs, aux = model.apply({"params": params}, x, x_n, train=False)
+    # Labels and the validity mask ride along so every process gets the global arrays.
     out = {"preds": task.predict(outputs)}
+    for key, name in ((task.label_key, "labels"), ("_valid", "valid")):
+      if key in batch:
+        out[name] = batch[key]
     if "output_moe" in aux and "topk_idx" in aux["output_moe"]:
       out["topk_idx"] = aux["output_moe"]["topk_idx"]
     return out
@@ -218,18 +223,14 @@ def evaluate(eval_fn, params, source, task: tasks_lib.Task, config, mesh,
   """
   _, columns = registry.eval_columns(config.data, config.task)
   preds, labels, topk = [], [], []
-  max_examples = config.eval.get("max_examples", 0)
-  seen = 0
-  for batch in pipeline.eval_batches(source, batch_size=config.input.eval_batch_size, keys=keys):
-    valid = batch.pop("_valid").astype(bool)
+  for batch in pipeline.eval_batches(source, batch_size=config.input.eval_batch_size, keys=keys,
+                                     max_examples=config.eval.get("max_examples", 0)):
     out = jax.device_get(eval_fn(params, sharding.host_to_global(batch, mesh)))
+    valid = out["valid"].astype(bool)
     preds.append(out["preds"][valid])
-    labels.append(batch[task.label_key][valid])
+    labels.append(out["labels"][valid])
     if "topk_idx" in out:
       topk.append(out["topk_idx"][valid])
-    seen += int(valid.sum())
-    if max_examples and seen >= max_examples:
-      break
   preds_np, labels_np = np.concatenate(preds), np.concatenate(labels)
   if columns is not None:
     preds_np = preds_np[:, columns]
@@ -342,7 +343,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   task, model, mesh, steps = setup.task, setup.model, setup.mesh, setup.steps
   state_shardings, schedule, tx = setup.state_shardings, setup.schedule, setup.tx
   init_fn, init_rng, step_rng = setup.init_fn, setup.init_rng, setup.step_rng
-  local_batch = sharding.check_batch_size(config.input.batch_size, mesh)
   logging.info("Train %d examples, test %d; %d steps of batch %d on mesh %s.",
                len(train_source), len(eval_source), steps, config.input.batch_size, dict(mesh.shape))
   save_config(config, workdir)
@@ -351,7 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = writers.MetricWriter(workdir)
   writer.write_hparams(config.to_dict() if hasattr(config, "to_dict") else dict(config))
   keys = batch_keys(config, task)
-  loader = pipeline.train_loader(train_source, batch_size=local_batch, seed=config.seed, keys=keys,
+  loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed, keys=keys,
                                  worker_count=config.input.workers, prefetch=config.input.prefetch)
   data_iter = iter(loader)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
@@ -375,6 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
                                     writer=writer, every_steps=config.log_every)
+  guard = multihost.PreemptionGuard(check_every=config.get("preemption_check_every", 10))
   pending: list[dict[str, jax.Array]] = []
   last_report: dict[str, Any] = {}
   logging.info("Training from step %d to %d.", start, steps)
@@ -402,13 +403,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       ckpt.save_best(step, state, scalars)
       last_report = report
       progress.exclude(time.perf_counter() - t0)
-    if step % config.checkpoint_every == 0 or step == steps or step == stop_at:
+    preempted = guard.should_stop(step)
+    if step % config.checkpoint_every == 0 or step == steps or step == stop_at or preempted:
       t0 = time.perf_counter()
       ckpt.save(step, state, data_iter, force=True)
       progress.exclude(time.perf_counter() - t0)
-    if step == stop_at:
-      logging.info("Stopping at step %d as asked (stop_at).", step)
+    if step == stop_at or preempted:
+      logging.info("Stopping at step %d (%s); the checkpoint resumes here.", step,
+                   "preempted" if preempted else "stop_at")
       break
+  guard.close()
   ckpt.close()
   writer.close()
   if not last_report and start >= steps:
