@@ -136,22 +136,28 @@ def _synthfacs_source(data_config: Any, split: str, dataset: str, *, oracle: boo
 
 
 def _real_source(data_config: Any, split: str, dataset: str) -> Any:
+  from norface_jax.data import prepared  # TFDS is imported only for real datasets.
   s = spec(dataset)
   data_dir = os.path.expanduser(data_config.data_dir)
-  prepared = os.path.join(data_dir, dataset)
-  if not os.path.isdir(prepared):
+  base = os.path.join(data_dir, dataset)
+  config = data_config.get("prepared_config", "")
+  try:
+    found = prepared.find_prepared(data_dir, dataset, config)
+  except FileNotFoundError:
     raise DataNotFoundError(
-        f"{s.title} is not prepared: expected the prepared dataset in {prepared!r} "
-        f"(config.data.data_dir={data_config.data_dir!r}). {s.title} is licensed and cannot be "
+        f"{s.title} is not prepared: expected the prepared dataset in {base!r} "
+        f"(<config>/<version>/ with {prepared.META_FILE}; config.data.data_dir="
+        f"{data_config.data_dir!r}). {s.title} is licensed and cannot be "
         f"downloaded here: obtain it from its authors (raw layout: {s.layout}; see "
-        f"shared FORMATS.md), then prepare it once with\n"
+        f"docs/datasets.md), then prepare it once with\n"
         f"  python launch/prepare_data.py --dataset={dataset} --manual_dir=<raw download> "
         f"--data_dir={data_config.data_dir}\n"
         f"or run on SynthFACS with the same label space by adding `synthetic` to the config "
-        f"args (e.g. --config=configs/<name>.py:synthetic).")
-  raise NotImplementedError(
-      f"found {prepared!r}, but the prepared-dataset readers (TFDS builders) are not in this "
-      f"version yet; use `synthetic` for now")
+        f"args (e.g. --config=configs/<name>.py:synthetic).") from None
+  return prepared.source(data_dir, dataset, split, data_config.fold, data_config.image_size,
+                         num_classes=data_config.num_classes if s.fer else None,
+                         config=os.path.basename(os.path.dirname(found)),
+                         equalize=data_config.get("equalize", False))
 
 
 class SelectLabels:
@@ -163,6 +169,9 @@ class SelectLabels:
 
   def __len__(self) -> int:
     return len(self.source)
+
+  def __repr__(self) -> str:
+    return f"SelectLabels({self.source!r}, {self.key!r}, columns={self.columns.tolist()})"
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     item = dict(self.source[index])
@@ -183,6 +192,9 @@ class PairedFolderSource:
 
   def __len__(self) -> int:
     return len(self.source)
+
+  def __repr__(self) -> str:
+    return f"PairedFolderSource({self.source!r}, root={self.root!r}, size={self.size})"
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     item = dict(self.source[index])
