@@ -1,0 +1,1 @@
+"""interop: PyTorch <-> Flax weight converters (state_dict importers and exporters)."""

@@ -1,0 +1,127 @@
+"""Exportable networks: how each is restored from a workdir, described and converted.
+
+Adding a network (F_nor, the DeepFN autoencoder, LeNet-5 ...) is one `register(...)`
+call here naming its PyTorch twin class (in `norface_jax.torch_twins.TWINS`), a key
+mapping (`norface_jax.interop.keymap`) and how to restore it from a workdir whose
+`config.stage` it handles.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from norface_jax.interop import keymap
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A network restored from a workdir, ready to export."""
+  params: Any          # The network's own Flax params (host NumPy).
+  step: int
+  kwargs: dict[str, Any]            # Twin constructor arguments (JSON-able).
+  apply: Callable[..., np.ndarray]  # Flax forward on NHWC float inputs (for parity).
+  inputs: tuple[str, ...]           # Names of the forward's image arguments.
+  image_size: int
+  channels: int = 3
+  preprocess: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exportable:
+  name: str
+  twin_class: str                  # Key of `torch_twins.TWINS`.
+  stages: tuple[str, ...]          # `config.stage` values whose workdirs hold it.
+  restore: Callable[[ml_collections.ConfigDict, str, str, int | None], Restored]
+  state_dict: Callable[[Restored], dict[str, np.ndarray]]
+
+
+EXPORTABLES: dict[str, Exportable] = {}
+
+
+def register(spec: Exportable) -> Exportable:
+  EXPORTABLES[spec.name] = spec
+  return spec
+
+
+def for_stage(stage: str) -> Exportable:
+  for spec in EXPORTABLES.values():
+    if stage in spec.stages:
+      return spec
+  raise KeyError(f"config.stage={stage!r}: no exportable network; known stages: "
+                 f"{sorted(s for e in EXPORTABLES.values() for s in e.stages)}")
+
+
+def _single_mesh(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of the config whose mesh is pure data parallel (any device count)."""
+  config = copy.deepcopy(config)
+  config.unlock()
+  config.mesh = (("data", -1),)
+  config.input.batch_size = jax.device_count()
+  return config
+
+
+def _checkpoint_dir(workdir: str, which: str) -> str:
+  best = os.path.join(workdir, "best")
+  if which == "best" and os.path.isdir(best) and os.listdir(best):
+    return best
+  return os.path.join(workdir, "checkpoints")
+
+
+def _restore_cla(config, workdir: str, which: str, step: int | None) -> Restored:
+  from norface_jax.training import checkpointing, stage2  # Lazy: heavy imports.
+  config = _single_mesh(config)
+  setup = stage2.build(config, num_train_examples=1)
+  state, step = checkpointing.restore_state_only(_checkpoint_dir(workdir, which),
+                                                 setup.restore_target(), step)
+  params = jax.device_get(state.params)
+  m = config.model
+  kwargs = dict(encoder=m.encoder, img_size=config.data.image_size,
+                num_outputs=setup.task.num_outputs, streams=list(m.streams),
+                use_input_moe=m.use_input_moe, use_output_moe=m.use_output_moe,
+                num_experts=m.num_experts, top_k=m.top_k,
+                expert_hidden=m.expert_hidden or None, pool=m.pool)
+  model = setup.model.clone(dtype=np.float32)
+
+  def apply(*images):
+    out, _ = model.apply({"params": params}, *images, train=False)
+    return np.asarray(out)
+
+  inputs = tuple(f"images_{s}" for s in m.streams)
+  return Restored(params, int(step), kwargs, apply, inputs, config.data.image_size,
+                  preprocess=dict(mean=stage2.IMAGE_MEAN.tolist(), std=stage2.IMAGE_STD.tolist(),
+                                  scale=1 / 255.0))
+
+
+def _restore_mae_encoder(config, workdir: str, which: str, step: int | None) -> Restored:
+  from norface_jax.models import vit as vit_lib
+  from norface_jax.training import checkpointing
+  from norface_jax.training import mae as mae_trainer
+  config = _single_mesh(config)
+  setup = mae_trainer.build(config)
+  state, step = checkpointing.restore_state_only(_checkpoint_dir(workdir, which),
+                                                 setup.restore_target(), step)
+  params = jax.device_get(state.params["encoder"])
+  vit = vit_lib.ViT(config.model.encoder, scan=config.model.scan)
+  kwargs = dict(variant=config.model.encoder, img_size=config.data.image_size)
+
+  def apply(images):
+    return np.asarray(vit.apply({"params": params}, images, train=False))
+
+  return Restored(params, int(step), kwargs, apply, ("images",), config.data.image_size,
+                  preprocess=dict(mean=mae_trainer.IMAGE_MEAN.tolist(),
+                                  std=mae_trainer.IMAGE_STD.tolist(), scale=1 / 255.0))
+
+
+register(Exportable(
+    name="cla", twin_class="NorfaceClassifier", stages=("cla",), restore=_restore_cla,
+    state_dict=lambda r: keymap.classifier_to_torch(r.params, r.image_size)))
+register(Exportable(
+    name="vit", twin_class="VisionTransformer", stages=("mae",), restore=_restore_mae_encoder,
+    state_dict=lambda r: keymap.vit_to_torch(r.params, r.image_size)))

@@ -1,0 +1,35 @@
+"""PyTorch twins of the exported networks: plain PyTorch, no JAX or Flax import.
+
+A PyTorch-only user copies this package (or installs the project) and loads an
+export written by `launch/export_torch.py`:
+
+  import json, safetensors.torch
+  from norface_jax import torch_twins
+  arch = json.load(open("out/architecture.json"))
+  model = torch_twins.from_architecture(arch).eval()
+  model.load_state_dict(safetensors.torch.load_file("out/model.safetensors"), strict=True)
+
+`TWINS` maps the architecture JSON's `"class"` to a twin class; a new network adds an
+entry here (and an exporter entry in `norface_jax.interop.registry`).
+"""
+
+from typing import Any
+
+from torch import nn
+
+from norface_jax.torch_twins.classifier import NorfaceClassifier
+from norface_jax.torch_twins.moe import MoEBlock
+from norface_jax.torch_twins.vit import VisionTransformer, sincos_pos_embed
+
+TWINS: dict[str, type[nn.Module]] = {
+    "VisionTransformer": VisionTransformer,
+    "NorfaceClassifier": NorfaceClassifier,
+}
+
+
+def from_architecture(arch: dict[str, Any]) -> nn.Module:
+  """Builds the twin an `architecture.json` names (`{"class": ..., "kwargs": {...}}`)."""
+  name = arch["class"]
+  if name not in TWINS:
+    raise KeyError(f"no PyTorch twin {name!r}; known: {sorted(TWINS)}")
+  return TWINS[name](**arch["kwargs"])

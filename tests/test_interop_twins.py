@@ -1,0 +1,85 @@
+"""Parity of the PyTorch twins with the Flax networks (eval mode, float32).
+
+Each network: random Flax params (perturbed so no router ties and no tiny head), the
+state_dict from `interop.keymap`, `load_state_dict(strict=True)` into the twin, then the
+same random inputs through both. The error measured is max|torch - jax| / max|jax|.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from norface_jax.interop import keymap  # pylint: disable=g-import-not-at-top
+from norface_jax.models import classifier as classifier_lib
+from norface_jax.models import vit as vit_lib
+from norface_jax import torch_twins
+
+
+def rel_err(a, b) -> float:
+  return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
+
+
+def perturb(params, seed=0, scale=0.05):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [
+      x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+
+
+def to_nchw(x):
+  return torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_vit_twin_matches_flax(scan):
+  size = 32
+  model = vit_lib.ViT("mu/8", scan=scan)
+  x = jax.random.normal(jax.random.key(1), (3, size, size, 3))
+  params = perturb(nn.unbox(model.init(jax.random.key(0), x, train=False)["params"]))
+  ref = model.apply({"params": params}, x, train=False)
+  twin = torch_twins.VisionTransformer("mu/8", img_size=size).eval()
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in
+                        keymap.vit_to_torch(params, size).items()}, strict=True)
+  with torch.no_grad():
+    out = twin(to_nchw(x)).numpy()
+    other = twin(to_nchw(jnp.zeros((1, 48, 40, 3)) + x[:1, :1, :1])).numpy()  # another grid
+  assert rel_err(out, ref) < 1e-5
+  ref_other = model.apply({"params": params}, jnp.zeros((1, 48, 40, 3)) + x[:1, :1, :1],
+                          train=False)
+  assert rel_err(other, ref_other) < 1e-5
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(streams=("orig",), pool="gap"),
+                                dict(num_experts=0), dict(use_input_moe=False, top_k=1)])
+def test_classifier_twin_matches_flax(kw):
+  size = 32
+  model = classifier_lib.NorfaceClassifier(encoder="mu/8", num_outputs=5, **kw)
+  streams = kw.get("streams", ("orig", "norm"))
+  x = jax.random.normal(jax.random.key(1), (4, size, size, 3))
+  x_n = jax.random.normal(jax.random.key(2), (4, size, size, 3)) if "norm" in streams else None
+  params = nn.unbox(model.init({"params": jax.random.key(0)}, x, x_n, train=False)["params"])
+  params = perturb(params, scale=0.2)
+  ref, _ = model.apply({"params": params}, x, x_n, train=False)
+  twin = torch_twins.NorfaceClassifier(
+      encoder="mu/8", img_size=size, num_outputs=5,
+      **{k: v for k, v in kw.items()}).eval()
+  sd = keymap.classifier_to_torch(jax.device_get(params), size)
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  with torch.no_grad():
+    out = twin(to_nchw(x), None if x_n is None else to_nchw(x_n)).numpy()
+  err = rel_err(out, ref)
+  print(f"F_cla {kw}: max rel err {err:.2e}")
+  assert err < 1e-5
+
+
+def test_twins_import_no_jax():
+  import subprocess
+  import sys
+  code = ("import sys, norface_jax.torch_twins; "
+          "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'optax')]; "
+          "assert not bad, bad")
+  subprocess.run([sys.executable, "-c", code], check=True)
