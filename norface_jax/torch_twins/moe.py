@@ -6,8 +6,10 @@ Parameter names are the Flax ones, so the state_dict keys are the Flax paths:
 num_experts == 0, `mlp.{wi (D, F), bi, wo (F, D), bo}`.
 Shape letters: T tokens, D width, F expert hidden width, E experts, K top-k.
 
-The router adds no noise here (noise is a training-time regulariser); top-k ties
-go to the lower expert index, as `jax.lax.top_k`.
+In eval mode the router adds no noise; in train mode (`module.train()`) it adds
+N(0,1) * softplus(x W_noise) to the logits like the JAX block with `train=True`
+(used by PyTorch fine-tuning and the side-by-side benchmark). Top-k ties go to the
+lower expert index, as `jax.lax.top_k`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ class Router(nn.Module):
     self.w_noise = nn.Parameter(torch.zeros(width, num_experts))  # Training only.
 
   def forward(self, x_td: torch.Tensor) -> dict[str, torch.Tensor]:
-    probs_te = torch.softmax(x_td.float() @ self.w_gate.float(), dim=-1)
+    logits_te = x_td.float() @ self.w_gate.float()
+    if self.training:
+      noise_std = F.softplus(x_td.float() @ self.w_noise.float())
+      logits_te = logits_te + torch.randn_like(logits_te) * noise_std
+    probs_te = torch.softmax(logits_te, dim=-1)
     # Stable descending sort: ties keep the lower index first, like lax.top_k.
     vals, idx = torch.sort(probs_te, dim=-1, descending=True, stable=True)
     vals_tk, idx_tk = vals[:, :self.top_k], idx[:, :self.top_k]

@@ -1,0 +1,1 @@
+"""Throughput benchmarks: the JAX train/inference step beside its PyTorch twin."""
