@@ -33,7 +33,20 @@ def test_value_required_for_non_bool():
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
-def test_every_config_loads(path):
+def test_every_config_loads_and_rejects_unknown_args(path):
+  c = configlib.load_config(path)
+  assert c.get("stage", "cla") in ("cla", "nor", "mae", "perception", "deepfn")
+  with pytest.raises(ValueError, match="bogus"):
+    configlib.load_config(path + ":bogus=1")
+
+
+STAGE2 = ["affectnet_fer", "rafdb_fer", "bp4d_au", "bp4dplus_au", "disfa_au", "bp4d_au_intensity",
+          "disfa_au_intensity"]
+
+
+@pytest.mark.parametrize("name", STAGE2)
+def test_stage2_configs_carry_paper_defaults(name):
+  path = os.path.join(ROOT, "configs", f"{name}.py")
   for arg in ("", ":synthetic,runlocal"):
     c = configlib.load_config(path + arg)
     assert c.task in ("fer", "au_detection", "au_intensity")
@@ -42,5 +55,3 @@ def test_every_config_loads(path):
     if not arg:
       assert c.num_epochs == 40
       assert c.optim.lr == {"fer": 2e-5, "au_detection": 1e-4, "au_intensity": 1e-3}[c.task]
-  with pytest.raises(ValueError, match="bogus"):
-    configlib.load_config(path + ":bogus=1")

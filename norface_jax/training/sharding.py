@@ -21,13 +21,20 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(mesh_config: Sequence[tuple[str, int]], devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(mesh_config: Sequence[tuple[str, int]], devices: Sequence[Any] | None = None,
+              dcn_config: Sequence[tuple[str, int]] | None = None) -> Mesh:
   """Builds a mesh from `[("data", -1), ("model", 1)]`; one -1 absorbs the rest.
 
+  With `dcn_config` (same axis names, sizes across slices, e.g. `[("data", 2), ("fsdp",
+  1), ("model", 1)]` for two TPU slices), the mesh is hybrid: `mesh_config` lays out
+  the devices inside a slice (ICI) and `dcn_config` across slices (data-centre
+  network), so the slow links carry only the data-parallel all-reduce.
   Raises a `ValueError` naming the config and the device count when they do not fit,
   before anything is compiled.
   """
   devices = list(jax.devices() if devices is None else devices)
+  if dcn_config and any(int(s) != 1 for _, s in dcn_config):
+    return _hybrid_mesh(mesh_config, dcn_config, devices)
   names = [str(n) for n, _ in mesh_config]
   sizes = [int(s) for _, s in mesh_config]
   if len(set(names)) != len(names):
@@ -49,6 +56,28 @@ def make_mesh(mesh_config: Sequence[tuple[str, int]], devices: Sequence[Any] | N
   except Exception:  # Non-TPU topologies or odd shapes: plain reshape.
     device_array = np.asarray(devices).reshape(sizes)
   return Mesh(device_array, tuple(names))
+
+
+def _hybrid_mesh(ici_config, dcn_config, devices) -> Mesh:
+  names = [str(n) for n, _ in ici_config]
+  if [str(n) for n, _ in dcn_config] != names:
+    raise ValueError(f"config.mesh_dcn {dcn_config} must name the axes of config.mesh {ici_config} "
+                     "in the same order")
+  dcn = [int(s) for _, s in dcn_config]
+  slices = math.prod(dcn)
+  if len(devices) % slices:
+    raise ValueError(f"config.mesh_dcn {dcn_config} needs a multiple of {slices} devices, "
+                     f"got {len(devices)}")
+  per_slice = len(devices) // slices
+  ici = [int(s) for _, s in ici_config]
+  fixed = math.prod(s for s in ici if s != -1)
+  ici = [per_slice // fixed if s == -1 else s for s in ici]
+  if math.prod(ici) != per_slice:
+    raise ValueError(f"config.mesh {ici_config} does not fit {per_slice} devices per slice")
+  if not hasattr(devices[0], "slice_index"):
+    raise ValueError(f"config.mesh_dcn {dcn_config}: these {devices[0].platform} devices have no "
+                     "slice_index (hybrid meshes are for multi-slice TPU)")
+  return Mesh(mesh_utils.create_hybrid_device_mesh(ici, dcn, devices), tuple(names))
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:

@@ -291,7 +291,7 @@ def mesh_rules(config, mesh) -> list[tuple[str, Any]]:
 def build(config: ml_collections.ConfigDict, num_train_examples: int) -> Setup:
   """Mesh, model, optimizer and the abstract sharded state (nothing allocated)."""
   task = make_task(config)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, dcn_config=config.get("mesh_dcn"))
   sharding.check_batch_size(config.input.batch_size, mesh)
   rules = mesh_rules(config, mesh)
   steps = total_steps(config, num_train_examples)
@@ -336,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   # Configuration errors (mesh vs devices, batch vs mesh) surface before any data work.
-  sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh))
+  sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh, dcn_config=config.get("mesh_dcn")))
   train_source = registry.make_source(config.data, "train", task=config.task)
   eval_source = registry.make_source(config.data, "test", task=config.task)
   setup = build(config, len(train_source))

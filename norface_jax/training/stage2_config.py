@@ -83,7 +83,8 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
   c.num_epochs = 40
   c.total_steps = 0               # > 0 overrides num_epochs.
 
-  c.mesh = (("data", -1), ("model", 1))
+  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
+  c.mesh_dcn = ()                 # Multi-slice pods: sizes across slices, same axis names.
   c.logical_axis_rules = DEFAULT_RULES
   c.init_from = ""                # Orbax checkpoint dir whose params hold an encoder.
   c.init_from_key = "encoder"     # Subtree of the loaded params to take.
@@ -125,11 +126,12 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
 
   Args (after the colon): `synthetic`, `runlocal`, `fold=K`, `variant=B/16`,
   `norm=none|precomputed|oracle|online`, `normalized_dir=DIR`, `test=DATASET`
-  (cross-dataset evaluation), `classes=N` (FER), `steps=N` (override the length).
+  (cross-dataset evaluation), `classes=N` (FER), `steps=N` (override the length),
+  `fsdp=N`, `tp=N`, `slices=N` (pod meshes).
   """
   from norface_jax.configlib import parse_arg
   a = parse_arg(arg, synthetic=False, runlocal=False, fold=0, variant="B/16", norm="",
-                normalized_dir="", test="", classes=num_classes, steps=0)
+                normalized_dir="", test="", classes=num_classes, steps=0, fsdp=1, tp=1, slices=1)
   c = base_config(task=task, dataset=dataset, preset=dataset, runlocal=a.runlocal,
                   synthetic=a.synthetic)
   c.data.fold = a.fold
@@ -144,6 +146,12 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
     c.data.test_preset = a.test
   if a.steps:
     c.total_steps = a.steps
+  # Pods: fsdp shards parameters and optimizer state over the 'fsdp' axis (which also
+  # splits the batch), tp shards MLPs and heads over 'model'; slices > 1 makes the
+  # mesh hybrid with data parallelism across slices.
+  c.mesh = (("data", -1), ("fsdp", a.fsdp), ("model", a.tp))
+  if a.slices > 1:
+    c.mesh_dcn = (("data", a.slices), ("fsdp", 1), ("model", 1))
   for key, value in overrides.items():
     c[key] = value
   return c
