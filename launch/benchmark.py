@@ -15,6 +15,9 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 _DISPATCH = flags.DEFINE_enum("dispatch", "dense", ["dense", "gather"], "MoE dispatch.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch twin.")
 _COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time torch.compile.")
+_SCAN = flags.DEFINE_bool("scan", False, "nn.scan over the ViT blocks (faster compiles).")
+_REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block in the backward pass.")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only time the train step's compilation.")
 _OUT = flags.DEFINE_string("out", "", "Append the table to this markdown file.")
 
 
@@ -22,7 +25,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   text = run.run(_MODEL.value, _VARIANT.value, _BATCH.value, _SIZE.value, _DTYPE.value,
-                 _DISPATCH.value, _TORCH.value, _COMPILE.value)
+                 _DISPATCH.value, _TORCH.value, _COMPILE.value, scan=_SCAN.value,
+                 remat=_REMAT.value, compile_only=_COMPILE_ONLY.value)
   print(text)
   if _OUT.value:
     with open(_OUT.value, "a") as f:

@@ -24,10 +24,13 @@ from norface_jax.training import sharding, stage2
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def make_config(variant: str, image_size: int, batch: int, dtype: str, dispatch: str) -> Any:
+def make_config(variant: str, image_size: int, batch: int, dtype: str, dispatch: str,
+                scan: bool = False, remat: bool = False) -> Any:
   c = configlib.load_config(os.path.join(ROOT, "configs", "affectnet_fer.py") + ":synthetic")
   c.model.encoder = variant
   c.model.dispatch = dispatch
+  c.model.scan = scan
+  c.model.remat = remat
   c.data.image_size = image_size
   c.input.batch_size = batch
   c.input.eval_batch_size = batch
@@ -37,6 +40,23 @@ def make_config(variant: str, image_size: int, batch: int, dtype: str, dispatch:
   for k in list(c.augment):
     c.augment[k] = None if k == "crop_scale" else (False if k == "flip" else 0.0)
   return c
+
+
+def compile_seconds(config: Any, batch: int) -> float:
+  """Wall time from nothing to a compiled train step (abstract state, lower, compile)."""
+  t0 = time.perf_counter()
+  setup = stage2.build(config, 1)
+  size = config.data.image_size
+  batch_spec = {"image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
+                                              sharding=sharding.batch_sharding(setup.mesh)),
+                "image_norm": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
+                                                   sharding=sharding.batch_sharding(setup.mesh)),
+                "emotion": jax.ShapeDtypeStruct((batch,), jnp.int32,
+                                                sharding=sharding.batch_sharding(setup.mesh))}
+  step_fn = jax.jit(stage2.make_train_step(setup.model, setup.task, config, setup.tx),
+                    donate_argnums=(0,))
+  step_fn.lower(setup.restore_target(), batch_spec, setup.step_rng).compile()
+  return time.perf_counter() - t0
 
 
 def jax_rows(config: Any, batch: int) -> tuple[list[Row], dict[str, float]]:

@@ -30,12 +30,18 @@ def input_pipeline_rate(image_size: int, batch: int, batches: int = 20, workers:
 
 
 def run(model: str, variant: str, batch: int, image_size: int, dtype: str, dispatch: str,
-        torch_side: bool, torch_compile: bool) -> str:
+        torch_side: bool, torch_compile: bool, scan: bool = False, remat: bool = False,
+        compile_only: bool = False) -> str:
   if model != "cla":
     raise ValueError(f"--model={model!r}: this version benchmarks 'cla' (stage 2); the stage-1, "
                      "MAE and DeepFN steps are not wired into the benchmark yet")
   from norface_jax.benchmark import cla
-  config = cla.make_config(variant, image_size, batch, dtype, dispatch)
+  config = cla.make_config(variant, image_size, batch, dtype, dispatch, scan, remat)
+  if compile_only:
+    secs = cla.compile_seconds(config, batch)
+    return (f"model={model} variant={variant} batch={batch} image={image_size} dtype={dtype} "
+            f"scan={scan} remat={remat}: train step compiled in {secs:.1f} s "
+            f"(abstract init + lower + XLA compile)")
   rows, stats = cla.jax_rows(config, batch)
   if torch_side:
     import torch
