@@ -1,0 +1,70 @@
+"""DeepFN: all persons' autoencoders in one program == one at a time; the protocol end to end."""
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import scipy.stats
+
+from norface_jax.deepfn import ae_train
+from norface_jax.deepfn import protocol
+
+AE_CFG = dict(widths=(4, 4, 8, 8), latent=8, batch_size=2, lr=1e-3, b1=0.5, b2=0.999,
+              warp=dict(rotation_deg=10.0, scale=0.05, shift=0.05, grid=5, noise=0.02))
+
+
+def test_vmapped_persons_equal_one_at_a_time():
+  trainer = ae_train.make_trainer(ml_collections.ConfigDict(AE_CFG))
+  rng = np.random.default_rng(0)
+  persons = [rng.uniform(size=(n, 32, 32, 1)).astype(np.float32) for n in (6, 4)]
+  images_x, n_x = ae_train.stack_person_images(persons, multiple=2)
+  images_y = rng.uniform(size=(5, 32, 32, 1)).astype(np.float32)
+  mesh = ae_train.person_mesh(jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("data",)))
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  states = ae_train.init_persons(trainer, keys[:2], 32, mesh)
+  single, m_single = ae_train.train_one_at_a_time(
+      trainer, jax.device_get(states), images_x, n_x, images_y, keys[2:], 2)
+  multi, m_multi = ae_train.train_persons(trainer, states, images_x, n_x, images_y, keys[2:], 2,
+                                          mesh)
+  assert m_multi["loss_x"].shape == (2, 2)
+  np.testing.assert_allclose(m_multi["loss_x"], m_single["loss_x"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(m_multi["loss_y"], m_single["loss_y"], rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(multi.params), jax.tree.leaves(single.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+  out = ae_train.normalize_persons(trainer, multi, images_x, mesh, batch=4)
+  assert out.shape == images_x.shape
+
+
+def test_t_test_wiring_matches_scipy():
+  a, b = [0.5, 0.6, 0.55, 0.62], [0.4, 0.45, 0.5]
+  ref = scipy.stats.ttest_ind(a, b)
+  got = protocol.t_test(a, b)
+  assert np.isclose(got["t"], ref.statistic) and np.isclose(got["p"], ref.pvalue)
+  assert np.isnan(protocol.t_test([0.5], b)["p"])
+
+
+def test_protocol_end_to_end_tiny(tmp_path):
+  from norface_jax.configlib import load_config
+  c = load_config("configs/deepfn_bp4d.py:synthetic,tiny")
+  # Smaller than `tiny`: 1 train / 1 validation subject, 32x32 inputs, 8 frames.
+  c.data.frames_per_subject = 8
+  c.data.max_subjects = {"bp4d": 9, "disfa": 3}
+  c.preprocess.ae_size = c.preprocess.lenet_size = 32
+  c.ae.update(widths=(4, 4, 8, 8), latent=8, batch_size=4)
+  c.protocol.n_train = c.protocol.n_val = 1
+  out = protocol.run(c, str(tmp_path))
+  for name in ("deepfn_table.md", "deepfn_protocol.png", "deepfn_examples.png", "records.json"):
+    assert os.path.getsize(tmp_path / name) > 0
+  table = (tmp_path / "deepfn_table.md").read_text()
+  for row in protocol.ROWS.values():
+    assert f"| {row} |" in table
+  # The t-tests in the report are scipy's on the recorded per-subject scores.
+  recs = json.loads((tmp_path / "records.json").read_text())["records"]
+  w = [r["score"] for r in recs if r["group"] == "gender" and r["analysis"] == "within"
+       and r["input"] == "original"]
+  x = [r["score"] for r in recs if r["group"] == "gender" and r["analysis"] == "cross"
+       and r["input"] == "original"]
+  got = out["summary"]["tests"]["gender"]["gap original (within vs cross)"]
+  assert np.isclose(got["p"], scipy.stats.ttest_ind(w, x).pvalue, equal_nan=True)
