@@ -18,3 +18,15 @@ def load_image(path: str, size: int | None = None) -> np.ndarray:
     raise FileNotFoundError(f"image not found: {path}") from None
   except (OSError, ValueError) as e:
     raise ValueError(f"cannot read image {path}: {e}") from e
+
+
+def paired_relative_path(item: dict, split: str) -> str:
+  """Where an item's normalized face lives under a `precomputed` folder.
+
+  Items read from disk carry their relative `path`, mirrored as is; in-memory items
+  (SynthFACS) have none and use `synthfacs/<split>/<index:06d>.png`, where `index` is
+  the item's position in that split's source. `launch/normalize.py` writes this layout.
+  """
+  if "path" in item:
+    return str(item["path"])
+  return f"synthfacs/{split}/{int(item['index']):06d}.png"

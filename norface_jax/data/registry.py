@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from norface_jax.data import labels
-from norface_jax.data.images import load_image
+from norface_jax.data.images import load_image, paired_relative_path
 
 NORMALIZATION_MODES = ("none", "oracle", "precomputed", "online")
 
@@ -109,7 +109,7 @@ def make_source(data_config: Any, split: str, *, task: str) -> Any:
                        "(add `synthetic`), since it renders the true target-identity face")
     source = _real_source(data_config, split, dataset)
   if mode == "precomputed":
-    source = PairedFolderSource(source, data_config.normalized_dir, data_config.image_size)
+    source = PairedFolderSource(source, data_config.normalized_dir, data_config.image_size, split)
   elif mode == "online":
     raise NotImplementedError(
         "config.data.normalization='online' needs a stage-1 checkpoint, and stage 1 is not in "
@@ -180,27 +180,26 @@ class SelectLabels:
 
 
 class PairedFolderSource:
-  """Adds `image_norm` read from `root/<item['path']>` (the normalized faces' layout)."""
+  """Adds `image_norm` read from `root/<paired_relative_path(item, split)>`."""
 
-  def __init__(self, source: Any, root: str, size: int):
+  def __init__(self, source: Any, root: str, size: int, split: str = "train"):
     if not root:
       raise ValueError("config.data.normalization='precomputed' needs config.data.normalized_dir "
                        "(a folder written by launch/normalize.py)")
     if not os.path.isdir(root):
       raise FileNotFoundError(f"config.data.normalized_dir={root!r} is not a directory")
-    self.source, self.root, self.size = source, root, size
+    self.source, self.root, self.size, self.split = source, root, size, split
 
   def __len__(self) -> int:
     return len(self.source)
 
   def __repr__(self) -> str:
-    return f"PairedFolderSource({self.source!r}, root={self.root!r}, size={self.size})"
+    return (f"PairedFolderSource({self.source!r}, root={self.root!r}, size={self.size}, "
+            f"split={self.split!r})")
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     item = dict(self.source[index])
-    if "path" not in item:
-      raise KeyError("precomputed normalization needs items with a relative 'path'")
-    path = os.path.join(self.root, str(item["path"]))
+    path = os.path.join(self.root, paired_relative_path(item, self.split))
     if not os.path.exists(path):
       raise FileNotFoundError(f"normalized face missing: {path} (for item {index})")
     item["image_norm"] = load_image(path, self.size)
