@@ -15,11 +15,15 @@ from norface_jax.configlib import parse_arg
 def protocol_config(arg: str | None, *, dataset: str,
                     cross_dataset: str) -> ml_collections.ConfigDict:
   """Args: synthetic, runlocal, tiny (test-sized), reps=N, ae_steps=N, epochs=N,
-  mode=program|loop."""
+  mode=program|loop, save=ae|lenet|all (trained params to <workdir>/params/)."""
   a = parse_arg(arg, synthetic=False, runlocal=False, tiny=False, reps=0, ae_steps=0, epochs=0,
-                mode="")
+                mode="", save="")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # "" | "ae" | "lenet" | "all": write those trained networks to <workdir>/params/
+  # (`deepfn.saved`, exportable with launch/export_torch.py --deepfn=...). Off by default:
+  # at paper sizes an autoencoder is ~300 MB and a protocol trains one per person.
+  c.save_params = a.save
   c.data = dict(dataset=dataset, cross_dataset=cross_dataset, synthetic=a.synthetic, seed=0,
                 data_dir="~/tensorflow_datasets", image_size=128, frames_per_subject=64,
                 identity_bias=1.0, subjects={}, max_subjects={})

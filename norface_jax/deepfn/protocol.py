@@ -28,6 +28,7 @@ from norface_jax.deepfn import ae_train
 from norface_jax.deepfn import classify
 from norface_jax.deepfn import data as data_lib
 from norface_jax.deepfn import preprocess
+from norface_jax.deepfn import saved
 from norface_jax.deepfn import template as template_lib
 
 INPUTS = ("original", "deepfn")
@@ -160,10 +161,12 @@ def _resize_float(x: np.ndarray, size: int) -> np.ndarray:
                                             antialias=True), x)
 
 
-def normalize_pools(config, pools: dict, template: tuple[str, int]) -> tuple[dict, dict]:
+def normalize_pools(config, pools: dict, template: tuple[str, int],
+                    save_dir: str | None = None) -> tuple[dict, dict]:
   """Trains one autoencoder per non-template person and normalizes their frames.
 
-  Returns ({pool: {'original', 'deepfn'} arrays (N, L, L, 1)}, AE training info).
+  Returns ({pool: {'original', 'deepfn'} arrays (N, L, L, 1)}, AE training info). With
+  `save_dir`, each person's autoencoder is saved there as `ae_<pool>_<subject>`.
   """
   ae_size, lenet_size, histeq = (config.preprocess.ae_size, config.preprocess.lenet_size,
                                  config.preprocess.histeq)
@@ -195,6 +198,14 @@ def normalize_pools(config, pools: dict, template: tuple[str, int]) -> tuple[dic
     raise ValueError(f"config.ae.mode={config.ae.mode!r}; expected 'program' or 'loop'")
   seconds = time.time() - t0
   normalized = ae_train.normalize_persons(trainer, states, images_x, mesh)
+  if save_dir:
+    host = jax.device_get(states.params)
+    kwargs = dict(widths=list(config.ae.widths), latent=config.ae.latent, image_size=ae_size)
+    for i, (d, s) in enumerate(persons):
+      saved.save(os.path.join(save_dir, f"ae_{d}_{s}"), "deepfn_ae",
+                 jax.tree.map(lambda a: a[i], host), kwargs, person=f"{d}:{s}",
+                 template=f"{tdata}:{tsubj}", iterations=config.ae.iterations,
+                 preprocess=config.preprocess.to_dict())
   out = {}
   for d, p in pools.items():
     deepfn = np.zeros((len(p.images), ae_size, ae_size, 1), np.float32)
@@ -236,8 +247,12 @@ def _gather(pools, inputs, parts, kind: str, aus):
   return np.concatenate(xs), np.concatenate(ys), np.asarray(keys)
 
 
-def run_split(config, pools, inputs, split: Split, aus, trainers, seed: int) -> list[dict]:
-  """Trains a LeNet per input kind on one split; per test subject records."""
+def run_split(config, pools, inputs, split: Split, aus, trainers, seed: int,
+              save_stem: str | None = None) -> list[dict]:
+  """Trains a LeNet per input kind on one split; per test subject records.
+
+  With `save_stem`, each LeNet is saved as `<save_stem>_<input kind>`.
+  """
   records = []
   for kind in INPUTS:
     tx, ty, _ = _gather(pools, inputs, _frames(pools, split, "train", aus), kind, aus)
@@ -245,6 +260,12 @@ def run_split(config, pools, inputs, split: Split, aus, trainers, seed: int) -> 
     sx, sy, skeys = _gather(pools, inputs, _frames(pools, split, "test", aus), kind, aus)
     trainer = trainers[len(aus)]
     params, hist = classify.train(trainer, seed, tx, ty, vx, vy)
+    if save_stem:
+      saved.save(f"{save_stem}_{kind}", "deepfn_lenet", params,
+                 dict(num_aus=len(aus), image_size=int(tx.shape[1])), input=kind,
+                 aus=list(aus), group=split.group, analysis=split.analysis,
+                 direction=split.direction, train=[f"{d}:{s}" for d, s in split.train],
+                 best_epoch=hist["best_epoch"], preprocess=config.preprocess.to_dict())
     probs = classify.predict(trainer, params, sx)
     for subj, (score, per_au) in classify.per_subject_scores(probs, sy, skeys).items():
       records.append({"group": split.group, "analysis": split.analysis,
@@ -268,7 +289,12 @@ def run(config, workdir: str) -> dict[str, Any]:
                                        config.protocol.template_by)
   template = (main, tsubj)
   logging.info("DeepFN template: %s subject %d", main, tsubj)
-  inputs, ae_info = normalize_pools(config, pools, template)
+  save = config.get("save_params", "")
+  if save not in ("", "ae", "lenet", "all"):
+    raise ValueError(f"config.save_params={save!r}; expected '', 'ae', 'lenet' or 'all'")
+  save_dir = os.path.join(workdir, "params")
+  inputs, ae_info = normalize_pools(config, pools, template,
+                                    save_dir if save in ("ae", "all") else None)
   analysis_pools = dict(pools)
   analysis_pools[main] = _take(pools[main], [s for s in pools[main].subjects() if s != tsubj])
   # Row order is unchanged by _take only when the template's rows are dropped consistently.
@@ -289,7 +315,9 @@ def run(config, workdir: str) -> dict[str, Any]:
                              p.n_val, p.person_dependent_persons)
         for i, split in enumerate(splits):
           seed = int(rng.integers(2**31))
-          for r in run_split(config, analysis_pools, inputs, split, aus, trainers, seed):
+          stem = (os.path.join(save_dir, f"lenet_rep{rep}_{group}_{analysis}_{i}")
+                  if save in ("lenet", "all") else None)
+          for r in run_split(config, analysis_pools, inputs, split, aus, trainers, seed, stem):
             records.append({"rep": rep, **r})
       logging.info("rep %d group %s done (%.0f s)", rep, group, time.time() - t_start)
   summary = summarize(records)

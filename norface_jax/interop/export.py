@@ -1,6 +1,7 @@
 """Exports a trained workdir to PyTorch: `model.safetensors`, `model.pt`, `architecture.json`.
 
-The network is chosen by the workdir's `config.stage` (`registry.for_stage`). The
+The network is chosen by the workdir's `config.stage` (`registry.for_stage`); DeepFN's
+networks, saved by its protocol runner, go through `export_deepfn` / `export_params`. The
 state_dict loads into the named twin of `norface_jax.torch_twins` with `strict=True`;
 with `verify=True` (the default) the export also runs the Flax network and the twin on
 random inputs and records the largest relative difference in the JSON.
@@ -27,6 +28,12 @@ def save_state_dict(state_dict: dict[str, np.ndarray], out: str) -> None:
   torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, os.path.join(out, "model.pt"))
 
 
+def _flat(out) -> np.ndarray:
+  """One array from a network output or a tuple of them (torch or NumPy)."""
+  outs = out if isinstance(out, (tuple, list)) else (out,)
+  return np.concatenate([np.ravel(np.asarray(o)) for o in outs])
+
+
 def parity(spec: registry.Exportable, restored: registry.Restored,
            state_dict: dict[str, np.ndarray], batch: int = 2, seed: int = 0) -> dict[str, float]:
   """Max |torch - jax| / max |jax| of the twin (strict load, eval mode) on random inputs."""
@@ -37,9 +44,9 @@ def parity(spec: registry.Exportable, restored: registry.Restored,
   rng = np.random.default_rng(seed)
   s, c = restored.image_size, restored.channels
   images = [rng.standard_normal((batch, s, s, c)).astype(np.float32) for _ in restored.inputs]
-  ref = restored.apply(*images)
+  ref = _flat(restored.apply(*images))
   with torch.no_grad():
-    out = twin(*[torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in images]).numpy()
+    out = _flat(twin(*[torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in images]))
   err = float(np.max(np.abs(out - ref)) / max(np.max(np.abs(ref)), 1e-30))
   return {"max_rel_err": err, "max_abs_err": float(np.max(np.abs(out - ref))), "batch": batch}
 
@@ -68,3 +75,43 @@ def export_workdir(workdir: str, out: str, *, step: int | None = None, which: st
   logging.info("Exported %s (step %d, %d tensors) from %s to %s.", spec.name, restored.step,
                len(state_dict), workdir, out)
   return arch
+
+
+def export_params(name: str, params: Any, kwargs: dict[str, Any], out: str, *,
+                  verify: bool = True, preprocess: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Exports Flax `params` of the registered network `name` into `out`.
+
+  For networks trained outside a workdir (DeepFN). `kwargs` are the twin's constructor
+  arguments; `preprocess` adds to the network's own input description.
+  """
+  spec = registry.EXPORTABLES[name]
+  if spec.from_params is None:
+    raise ValueError(f"network {name!r} is exported from a workdir (export_workdir)")
+  restored = spec.from_params(params, kwargs)
+  state_dict = spec.state_dict(restored)
+  save_state_dict(state_dict, out)
+  arch = {
+      "network": spec.name, "class": spec.twin_class, "kwargs": restored.kwargs,
+      "inputs": list(restored.inputs), "input_layout": "NCHW float32",
+      "preprocess": {**restored.preprocess, **(preprocess or {})},
+      "image_size": restored.image_size, **(extra or {}),
+  }
+  if verify:
+    arch["parity"] = parity(spec, restored, state_dict)
+    logging.info("Export parity (PyTorch twin vs Flax): %s", arch["parity"])
+  with open(os.path.join(out, "architecture.json"), "w") as f:
+    json.dump(arch, f, indent=2)
+  logging.info("Exported %s (%d tensors) to %s.", spec.name, len(state_dict), out)
+  return arch
+
+
+def export_deepfn(path: str, out: str, *, verify: bool = True) -> dict[str, Any]:
+  """Exports a DeepFN network saved by the protocol runner (`W/params/NAME.msgpack`)."""
+  from norface_jax.deepfn import saved
+  path = os.path.abspath(os.path.expanduser(path))
+  params, record = saved.load(path)
+  extra = {"source": path, "record": {k: v for k, v in record.items()
+                                      if k not in ("network", "kwargs")}}
+  return export_params(record["network"], params, record["kwargs"], out, verify=verify,
+                       preprocess=record.get("preprocess"), extra=extra)

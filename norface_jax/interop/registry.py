@@ -1,9 +1,10 @@
 """Exportable networks: how each is restored from a workdir, described and converted.
 
-Adding a network (F_nor, the DeepFN autoencoder, LeNet-5 ...) is one `register(...)`
-call here naming its PyTorch twin class (in `norface_jax.torch_twins.TWINS`), a key
-mapping (`norface_jax.interop.keymap`) and how to restore it from a workdir whose
-`config.stage` it handles.
+Adding a network (F_nor, ...) is one `register(...)` call here naming its PyTorch
+twin class (in `norface_jax.torch_twins.TWINS`), a key mapping
+(`norface_jax.interop.keymap`) and how to restore it from a workdir whose
+`config.stage` it handles. Networks trained outside a workdir (the DeepFN autoencoder
+and LeNet-5) give `from_params` instead and are exported by `export.export_params`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Restored:
   params: Any          # The network's own Flax params (host NumPy).
   step: int
   kwargs: dict[str, Any]            # Twin constructor arguments (JSON-able).
-  apply: Callable[..., np.ndarray]  # Flax forward on NHWC float inputs (for parity).
+  apply: Callable[..., Any]  # Flax forward on NHWC inputs, outputs in the twin's layout.
   inputs: tuple[str, ...]           # Names of the forward's image arguments.
   image_size: int
   channels: int = 3
@@ -40,6 +41,9 @@ class Exportable:
   stages: tuple[str, ...]          # `config.stage` values whose workdirs hold it.
   restore: Callable[[ml_collections.ConfigDict, str, str, int | None], Restored]
   state_dict: Callable[[Restored], dict[str, np.ndarray]]
+  # (params, twin kwargs) -> Restored, for networks saved outside a training workdir
+  # (DeepFN's protocol runner); used by `export.export_params`.
+  from_params: Callable[[Any, dict[str, Any]], Restored] | None = None
 
 
 EXPORTABLES: dict[str, Exportable] = {}
@@ -125,3 +129,55 @@ register(Exportable(
 register(Exportable(
     name="vit", twin_class="VisionTransformer", stages=("mae",), restore=_restore_mae_encoder,
     state_dict=lambda r: keymap.vit_to_torch(r.params, r.image_size)))
+
+
+# ----------------------------------------------------------------------------------------
+# DeepFN: trained in the protocol runner (no training workdir); exported from the
+# params it saves (`norface_jax.deepfn.saved`) with `export.export_params`.
+
+def _no_workdir(config, workdir: str, which: str, step: int | None) -> Restored:
+  raise ValueError("DeepFN networks are exported from the params the protocol runner saves "
+                   "(config.save_params): launch/export_torch.py --deepfn=W/params/NAME.msgpack")
+
+
+# `norface_jax.deepfn.preprocess`: resize, BT.601 grayscale, histogram equalization (per
+# the saved record's `histeq`), / 255.
+_DEEPFN_PREPROCESS = dict(grayscale="BT.601", scale=1 / 255.0,
+                          function="norface_jax.deepfn.preprocess.preprocess")
+
+
+def _nhwc_to_nchw(x) -> np.ndarray:
+  return np.asarray(x).transpose(0, 3, 1, 2)
+
+
+def _deepfn_ae(params, kwargs: dict[str, Any]) -> Restored:
+  from norface_jax.deepfn import autoencoder as ae_lib
+  model = ae_lib.AutoEncoder(widths=tuple(kwargs["widths"]), latent=kwargs["latent"])
+
+  def apply(images_x, images_y):
+    out_x, out_y = model.apply({"params": params}, images_x, images_y)
+    return _nhwc_to_nchw(out_x), _nhwc_to_nchw(out_y)
+
+  return Restored(params, 0, dict(kwargs), apply, ("images_x", "images_y"),
+                  kwargs["image_size"], channels=kwargs.get("in_channels", 1),
+                  preprocess=_DEEPFN_PREPROCESS)
+
+
+def _deepfn_lenet(params, kwargs: dict[str, Any]) -> Restored:
+  from norface_jax.deepfn import lenet as lenet_lib
+  model = lenet_lib.LeNet5(num_aus=kwargs["num_aus"])
+
+  def apply(images):
+    return np.asarray(model.apply({"params": params}, images))
+
+  return Restored(params, 0, dict(kwargs), apply, ("images",), kwargs["image_size"],
+                  channels=kwargs.get("in_channels", 1),
+                  preprocess=_DEEPFN_PREPROCESS)
+
+
+register(Exportable(
+    name="deepfn_ae", twin_class="DeepFNAutoEncoder", stages=(), restore=_no_workdir,
+    state_dict=lambda r: keymap.deepfn_ae_to_torch(r.params), from_params=_deepfn_ae))
+register(Exportable(
+    name="deepfn_lenet", twin_class="LeNet5", stages=(), restore=_no_workdir,
+    state_dict=lambda r: keymap.lenet_to_torch(r.params), from_params=_deepfn_lenet))
