@@ -1,0 +1,238 @@
+"""Trains the SynthFACS versions of the frozen perception networks from ground truth.
+
+No public weights can be downloaded here, so for SynthFACS the project trains its own
+(Norface's losses need them; the generator never sees the ground truth itself):
+- `identity`: IResNet embedding with a cosine classifier over the training subjects;
+- `landmarks`: IResNet regressor of the 68 landmarks (coordinates / image size);
+- `expression`: IResNet embedding with a linear head to the AU intensities / 5;
+- `eyebrow`: IResNet regressor of the 4 `brows` channels, standardised;
+- `vgg`: a VGG-style `features` stack with identity and AU heads;
+- `eval_au`, `eval_id`: independent small conv nets (an AU-intensity regressor and an
+  identity classifier) used only to *measure* stage 1 (`stage1_report`).
+
+All are trained jointly in one jitted step on `config.data`'s training split; the
+workdir holds an Orbax checkpoint, `config.json` and `perception.json` (what `load`
+needs to rebuild them). `load(perception_dir)` returns `perception.PerceptionNets`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from norface_jax.data import pipeline
+from norface_jax.data.synthfacs import source as synth_source
+from norface_jax.models import perception
+from norface_jax.training import checkpointing, sharding, writers
+from norface_jax.training import stage2
+
+NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow", "eval_au", "eval_id")
+KEYS = ("image", "subject", "landmarks", "brows", "au_intensity")
+
+
+@flax.struct.dataclass
+class PerceptionState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int) -> dict[str, nn.Module]:
+  """The seven networks (with their training heads) from `config.nets`."""
+  res = lambda out, final_bn: perception.IResNet(
+      tuple(nets.layers), tuple(nets.widths), out, final_bn=final_bn, input_size=image_size)
+  return {
+      "vgg": perception.VGGWithHeads(tuple(nets.vgg_cfg), num_subjects, num_aus),
+      "identity": perception.WithHead(res(nets.id_dim, True), num_subjects, cosine=True),
+      "landmarks": res(68 * 2, False),
+      "expression": perception.WithHead(res(nets.exp_dim, False), num_aus),
+      "eyebrow": res(4, False),
+      "eval_au": perception.ConvClassifier(tuple(nets.eval_cfg), num_aus),
+      "eval_id": perception.ConvClassifier(tuple(nets.eval_cfg), num_subjects),
+  }
+
+
+def init_variables(modules: dict[str, nn.Module], image_size: int, rng: jax.Array) -> dict[str, Any]:
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  rngs = jax.random.split(rng, len(modules))
+  return {name: dict(m.init(r, x, False)) for (name, m), r in zip(sorted(modules.items()), rngs)}
+
+
+def _split(variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  params = {k: v["params"] for k, v in variables.items()}
+  stats = {k: v["batch_stats"] for k, v in variables.items() if "batch_stats" in v}
+  return params, stats
+
+
+def make_train_step(modules, meta, tx):
+  """One update of all seven networks; returns (state, metrics)."""
+  lookup = np.full(max(meta["subjects"]) + 1, -1, np.int32)
+  lookup[np.asarray(meta["subjects"])] = np.arange(len(meta["subjects"]))
+  size = float(meta["image_size"])
+  brow_mean, brow_std = np.float32(meta["brow_mean"]), np.float32(meta["brow_std"])
+
+  def train_step(state: PerceptionState, batch):
+    x = batch["image"].astype(jnp.float32) / 255.0
+    cls = jnp.asarray(lookup)[batch["subject"]]
+    lm = batch["landmarks"].reshape(x.shape[0], -1) / size
+    aus = batch["au_intensity"] / 5.0
+    brows = (batch["brows"] - brow_mean) / brow_std
+    ce = lambda logits: optax.softmax_cross_entropy_with_integer_labels(logits, cls).mean()
+    mse = lambda a, b: jnp.mean((a - b) ** 2)
+
+    def loss_fn(params):
+      out, new_stats = {}, {}
+      for name, m in modules.items():
+        v = {"params": params[name]}
+        if name in state.batch_stats:
+          v["batch_stats"] = state.batch_stats[name]
+          out[name], upd = m.apply(v, x, True, mutable=["batch_stats"])
+          new_stats[name] = upd["batch_stats"]
+        else:
+          out[name] = m.apply(v, x, True)
+      _, vgg_id, vgg_au = out["vgg"]
+      losses = {
+          "vgg_id": ce(vgg_id), "vgg_au": mse(vgg_au, aus), "identity": ce(out["identity"][1]),
+          "landmarks": mse(out["landmarks"], lm), "expression": mse(out["expression"][1], aus),
+          "eyebrow": mse(out["eyebrow"], brows), "eval_au": mse(out["eval_au"], aus),
+          "eval_id": ce(out["eval_id"]),
+      }
+      acc = {"accuracy/identity": jnp.mean(jnp.argmax(out["identity"][1], -1) == cls),
+             "accuracy/eval_id": jnp.mean(jnp.argmax(out["eval_id"], -1) == cls)}
+      return sum(losses.values()), (losses, acc, new_stats)
+
+    (total, (losses, acc, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"training_loss": total, **{f"loss/{k}": v for k, v in losses.items()}, **acc,
+               "l2_grads": optax.tree.norm(grads)}
+    return state.replace(step=state.step + 1, params=params, batch_stats=stats,
+                         opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_meta(config, source) -> dict[str, Any]:
+  brows = np.stack([source[i]["brows"] for i in range(len(source))])
+  return {"preset": config.data.preset, "seed": int(config.data.get("seed", 0)),
+          "identity_bias": float(config.data.identity_bias), "fold": int(config.data.fold),
+          "image_size": int(config.data.image_size), "subjects": [int(s) for s in source.subjects],
+          "au_names": [f"AU{a}" for a in source.preset.intensity_aus],
+          "brow_mean": brows.mean(0).tolist(), "brow_std": (brows.std(0) + 1e-6).tolist(),
+          "nets": config.nets.to_dict()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at: int | None = None) -> dict[str, Any]:
+  """Trains the perception networks; checkpoints and `perception.json` go to `workdir`."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  local_batch = sharding.check_batch_size(config.input.batch_size, mesh)
+  d = config.data
+  source = synth_source.SynthFACSSource(
+      preset=d.preset, split="train", fold=d.fold, seed=d.get("seed", 0), size=d.image_size,
+      frames_per_subject=d.frames_per_subject or None, identity_bias=d.identity_bias)
+  meta = make_meta(config, source)
+  stage2.save_config(config, workdir)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "perception.json"), "w") as f:
+      json.dump(meta, f, indent=1)
+  modules = build_modules(config.nets, d.image_size, len(meta["subjects"]), len(meta["au_names"]))
+  tx = optax.adam(config.optim.lr)
+
+  def init_fn(rng):
+    params, stats = _split(init_variables(modules, d.image_size, rng))
+    return PerceptionState(jnp.zeros((), jnp.int32), params, stats, tx.init(params))
+
+  rng = jax.random.key(config.seed)
+  abstract, shardings = sharding.logical_state_shardings(init_fn, mesh, [], rng)
+  loader = pipeline.train_loader(source, batch_size=local_batch, seed=config.seed, keys=KEYS,
+                                 worker_count=config.input.workers, prefetch=config.input.prefetch)
+  data_iter = iter(loader)
+  ckpt = checkpointing.Checkpointer(workdir, keep=1)
+  if ckpt.latest_step() is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+    state, start = ckpt.restore(target, data_iter)
+  else:
+    state, start = jax.jit(init_fn, out_shardings=shardings)(rng), 0
+  repl = sharding.replicated(mesh)
+  step_fn = jax.jit(make_train_step(modules, meta, tx),
+                    in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                    out_shardings=(shardings, repl), donate_argnums=(0,))
+  writer = writers.MetricWriter(workdir)
+  progress = writers.ProgressReport(num_train_steps=config.total_steps,
+                                    batch_size=config.input.batch_size, writer=writer,
+                                    every_steps=config.log_every)
+  pending, last = [], {}
+  for step in range(start + 1, config.total_steps + 1):
+    state, metrics = step_fn(state, sharding.host_to_global(next(data_iter), mesh))
+    pending.append(metrics)
+    if step % config.log_every == 0 or step == config.total_steps:
+      host = jax.device_get(pending)
+      pending = []
+      last = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+      if not np.isfinite(last["training_loss"]):
+        raise FloatingPointError(f"non-finite perception loss at step {step}: {last}")
+      writer.write_scalars(step, last)
+      progress(step)
+    if step % config.checkpoint_every == 0 or step == config.total_steps or step == stop_at:
+      ckpt.save(step, state, data_iter, force=True)
+    if step == stop_at:
+      break
+  ckpt.close()
+  writer.close()
+  return {"state": state, "metrics": last, "meta": meta}
+
+
+def random_perception(nets: Any, image_size: int, num_subjects: int = 4, num_aus: int = 5,
+                      seed: int = 0) -> perception.PerceptionNets:
+  """Randomly initialised networks: for smoke tests only (config `perception_dir="random"`)."""
+  modules = build_modules(nets, image_size, num_subjects, num_aus)
+  variables = init_variables(modules, image_size, jax.random.key(seed))
+  meta = {"image_size": image_size, "subjects": list(range(num_subjects)),
+          "au_names": [f"AU{i}" for i in range(num_aus)], "random": True}
+  return perception.PerceptionNets(modules, variables, meta)
+
+
+def load(perception_dir: str) -> perception.PerceptionNets:
+  """The trained networks of a `perception_train` workdir (latest checkpoint)."""
+  perception_dir = os.path.abspath(os.path.expanduser(perception_dir))
+  path = os.path.join(perception_dir, "perception.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{path} not found: train the perception networks first with\n  python launch/train.py "
+        f"--config=configs/perception_synthfacs.py --workdir={perception_dir}")
+  with open(path) as f:
+    meta = json.load(f)
+  nets = ml_collections.ConfigDict(meta["nets"])
+  modules = build_modules(nets, meta["image_size"], len(meta["subjects"]), len(meta["au_names"]))
+  tx = optax.adam(1.0)
+
+  def init_fn(rng):
+    params, stats = _split(init_variables(modules, meta["image_size"], rng))
+    return PerceptionState(jnp.zeros((), jnp.int32), params, stats, tx.init(params))
+
+  repl = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("d",)),
+                                    jax.sharding.PartitionSpec())
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                          jax.eval_shape(init_fn, jax.random.key(0)))
+  state, step = checkpointing.restore_state_only(
+      os.path.join(perception_dir, "checkpoints"), abstract)
+  logging.info("Loaded perception networks of step %d from %s.", step, perception_dir)
+  variables = {name: {"params": state.params[name]} for name in modules}
+  for name, stats in state.batch_stats.items():
+    variables[name]["batch_stats"] = stats
+  return perception.PerceptionNets(modules, variables, meta)

@@ -1,0 +1,306 @@
+"""Stage 1 trainer: F_nor (E_s + EMM + D_f) against D_res with Norface's seven losses.
+
+Read top to bottom like `stage2`: mesh, data, generator/discriminator and the
+sharded abstract state; restore if a checkpoint exists; a jitted, donated
+`train_step(state, batch, rng, perception_vars)` that updates D and G; logging,
+image grids (original | target | normalized), consistency metrics, checkpoints.
+
+Pairs: the loader yields shuffled faces I_o; inside the step I_t is the batch rolled
+by a random non-zero shift (so I_t is as random as I_o), and with probability
+`p_same` a pair gets I_t = I_o so that L_rec (eq. 5) applies. D_res sees the real
+pair [I_t, I_t] and the fake pair [I_t, I_n]. The randomness is `fold_in(rng, step)`,
+so a resumed run is identical.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from norface_jax.data import pipeline
+from norface_jax.data import registry
+from norface_jax.evaluation import metrics as metrics_lib
+from norface_jax.evaluation import plots
+from norface_jax.losses import adversarial
+from norface_jax.losses import normalization as nor_losses
+from norface_jax.models import discriminator as disc_lib
+from norface_jax.models import normalizer as normalizer_lib
+from norface_jax.training import checkpointing, optim, perception_train, sharding, stage2, writers
+from norface_jax.training import normalize as normalize_lib
+
+LOSS_NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow")
+
+
+@flax.struct.dataclass
+class GanState:
+  step: jax.Array
+  g_params: Any
+  d_params: Any
+  g_opt: Any
+  d_opt: Any
+
+
+def make_models(config) -> tuple[nn.Module, nn.Module]:
+  m, dtype = config.model, jnp.dtype(config.dtype)
+  gen = normalizer_lib.Normalizer(m.encoder, tuple(m.decoder_channels), m.emm_depth, dtype, m.remat)
+  disc = disc_lib.MultiScaleDiscriminator(tuple(m.disc_channels), m.disc_scales, dtype)
+  return gen, disc
+
+
+def make_tx(optim_config) -> optax.GradientTransformation:
+  """Adam (beta1 = 0, beta2 = 0.99 in the paper), constant learning rate."""
+  c = optim_config
+  parts = [optax.clip_by_global_norm(c.grad_clip)] if c.get("grad_clip", 0.0) else []
+  parts += [optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps), optax.scale_by_learning_rate(c.lr)]
+  return optax.chain(*parts)
+
+
+def load_perception(config) -> Any:
+  if not config.perception_dir:
+    raise ValueError("config.perception_dir is empty: train the perception networks first "
+                     "(configs/perception_synthfacs.py) or set it to 'random' for a smoke test")
+  if config.perception_dir == "random":
+    logging.warning("perception_dir='random': the loss networks are untrained (smoke test).")
+    nets = ml_collections.ConfigDict(dict(
+        layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), id_dim=16, exp_dim=8,
+        vgg_cfg=(8, "M", 16, 16), eval_cfg=(8, "M", 16)))
+    return perception_train.random_perception(nets, config.data.image_size)
+  return perception_train.load(config.perception_dir)
+
+
+def make_train_step(gen, disc, fns, config, g_tx, d_tx):
+  """The pure step: one discriminator and one generator update from the same state."""
+  p_same = float(config.p_same)
+  weights = dict(config.loss)
+
+  def train_step(state: GanState, batch, rng, pv):
+    rng = jax.random.fold_in(rng, state.step)
+    r_shift, r_same, r_drop = jax.random.split(rng, 3)
+    x_o = batch["image"].astype(jnp.float32) / 255.0
+    b = x_o.shape[0]
+    x_t = jnp.roll(x_o, jax.random.randint(r_shift, (), 1, max(b, 2)), axis=0)
+    same = jax.random.bernoulli(r_same, p_same, (b,))
+    x_t = jnp.where(same[:, None, None, None], x_o, x_t)
+    # What the frozen networks say about the inputs (constants for the gradients).
+    t_vgg, t_id = fns["vgg"](pv["vgg"], x_t), fns["identity"](pv["identity"], x_t)
+    t_lm = fns["landmarks"](pv["landmarks"], x_t)
+    o_exp, o_eye = fns["expression"](pv["expression"], x_o), fns["eyebrow"](pv["eyebrow"], x_o)
+
+    def g_loss_fn(g_params):
+      x_n = gen.apply({"params": g_params}, x_o, x_t, train=True, rngs={"dropout": r_drop})
+      comps = {
+          "adv": adversarial.hinge_g_loss(disc.apply({"params": state.d_params}, x_t, x_n)),
+          "rec": nor_losses.reconstruction_loss(x_n, x_t, same),
+          "perc": nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n)),
+          "id": nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
+          "lm": nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
+          "exp": nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
+          "eye": nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
+      }
+      return nor_losses.weighted_total(comps, weights), (comps, x_n)
+
+    (g_total, (comps, x_n)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    x_n = jax.lax.stop_gradient(x_n)
+
+    def d_loss_fn(d_params):
+      real = disc.apply({"params": d_params}, x_t, x_t)
+      fake = disc.apply({"params": d_params}, x_t, x_n)
+      mean = lambda ls: sum(jnp.mean(l) for l in ls) / len(ls)
+      return adversarial.hinge_d_loss(real, fake), (mean(real), mean(fake))
+
+    (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+    g_upd, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
+    d_upd, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
+    new_state = state.replace(step=state.step + 1, g_params=optax.apply_updates(state.g_params, g_upd),
+                              d_params=optax.apply_updates(state.d_params, d_upd), g_opt=g_opt,
+                              d_opt=d_opt)
+    metrics = {"training_loss": g_total, "loss/d_hinge": d_loss, "d/real_logit": d_real,
+               "d/fake_logit": d_fake, "same_fraction": jnp.mean(same.astype(jnp.float32)),
+               **{f"loss/{k}": v for k, v in comps.items()},
+               "l2_grads_g": optax.tree.norm(g_grads), "l2_grads_d": optax.tree.norm(d_grads),
+               "l2_params_g": optax.tree.norm(state.g_params)}
+    return new_state, metrics
+
+  return train_step
+
+
+class Setup:
+  """Models, mesh, optimizers and the abstract sharded state (nothing allocated)."""
+
+  def __init__(self, config):
+    self.gen, self.disc = make_models(config)
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.rules = stage2.mesh_rules(config, self.mesh)
+    self.g_tx, self.d_tx = make_tx(config.optim), make_tx(config.optim)
+    self.init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
+    size = config.data.image_size
+
+    def init_fn(rng):
+      rg, rd = jax.random.split(rng)
+      x = jnp.zeros((1, size, size, 3), jnp.float32)
+      gp = self.gen.init({"params": rg, "dropout": rg}, x, x, train=False)["params"]
+      dp = self.disc.init(rd, x, x)["params"]
+      return GanState(jnp.zeros((), jnp.int32), gp, dp, self.g_tx.init(gp), self.d_tx.init(dp))
+
+    self.init_fn = init_fn
+    self.abstract_state, self.state_shardings = sharding.logical_state_shardings(
+        init_fn, self.mesh, self.rules, self.init_rng)
+
+  def restore_target(self):
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract_state, self.state_shardings)
+
+
+def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, nn.Module, Any, int]:
+  """(config, generator, params, step) of a stage-1 workdir's latest checkpoint."""
+  config = stage2.load_config(workdir)
+  setup = Setup(config)
+  state, step = checkpointing.restore_state_only(os.path.join(workdir, "checkpoints"),
+                                                 setup.restore_target())
+  return config, setup.gen, state.g_params, step
+
+
+def image_rows(normalize_fn, images_u8: np.ndarray, target_u8: np.ndarray, mesh) -> np.ndarray:
+  """The (original | target | normalized) grid of a batch."""
+  n = len(images_u8)
+  out = np.asarray(jax.device_get(jax.jit(normalize_fn)(jnp.asarray(images_u8))))
+  return plots.image_grid([images_u8, np.repeat(target_u8[None], n, 0), out],
+                          ["original", "target", "normalized"])
+
+
+def evaluate_consistency(normalize_fn, source, perception, target_subject: int | None,
+                         mesh, batch_size: int, max_examples: int = 0) -> dict[str, float]:
+  """Expression and identity consistency of I_n, measured by the independent networks.
+
+  Expression: the evaluation AU regressor on I_n against the ground-truth AU
+  intensities of I_o (ICC(3,1), MAE), beside the same regressor on I_o itself (the
+  ceiling). Identity: the share of I_n the evaluation identity classifier assigns to
+  the target subject, beside the share of I_o (the floor).
+  """
+  if "eval_au" not in perception.modules:
+    return {}
+  m, v = perception.modules, perception.variables
+  meta = perception.meta
+  bs = sharding.batch_sharding(mesh)
+  norm = jax.jit(normalize_fn, in_shardings=bs, out_shardings=bs)
+  au_fn = jax.jit(lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
+  id_fn = jax.jit(lambda x: jnp.argmax(m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
+  rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")}
+  seen = 0
+  for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=("image", "au_intensity")):
+    valid = batch.pop("_valid").astype(bool)
+    x_o = batch["image"]
+    x_n = norm(jax.device_put(x_o, bs))
+    for key, val in (("au_n", au_fn(x_n)), ("au_o", au_fn(x_o)), ("id_n", id_fn(x_n)),
+                     ("id_o", id_fn(x_o))):
+      rows[key].append(np.asarray(jax.device_get(val))[valid])
+    rows["gt"].append(batch["au_intensity"][valid])
+    seen += int(valid.sum())
+    if max_examples and seen >= max_examples:
+      break
+  r = {k: np.concatenate(val) for k, val in rows.items()}
+  names = meta["au_names"]
+  out = {"n": float(len(r["gt"]))}
+  for tag in ("n", "o"):
+    rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
+    out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
+    out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
+  if target_subject is not None and target_subject in meta["subjects"]:
+    cls = meta["subjects"].index(target_subject)
+    out["identity/target_rate_In"] = float(np.mean(r["id_n"] == cls))
+    out["identity/target_rate_Io"] = float(np.mean(r["id_o"] == cls))
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at: int | None = None) -> dict[str, Any]:
+  """Trains F_nor per `config` into `workdir`; `stop_at` ends early (as a preemption)."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh))
+  perception = load_perception(config)
+  train_source = registry.make_source(config.data, "train", task="au_intensity")
+  eval_source = registry.make_source(config.data, "test", task="au_intensity")
+  setup = Setup(config)
+  mesh, steps = setup.mesh, int(config.total_steps)
+  local_batch = sharding.check_batch_size(config.input.batch_size, mesh)
+  stage2.save_config(config, workdir)
+  logging.info("Stage 1: %d train faces, %d steps of batch %d on mesh %s.", len(train_source),
+               steps, config.input.batch_size, dict(mesh.shape))
+  repl = sharding.replicated(mesh)
+  pv = jax.device_put({k: perception.variables[k] for k in LOSS_NETS}, repl)
+  fns = perception.functions()
+  target_u8, target_subject = normalize_lib.load_target(config.target, config.data)
+
+  writer = writers.MetricWriter(workdir)
+  writer.write_hparams(config.to_dict())
+  loader = pipeline.train_loader(train_source, batch_size=local_batch, seed=config.seed,
+                                 keys=("image",), worker_count=config.input.workers,
+                                 prefetch=config.input.prefetch)
+  data_iter = iter(loader)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state, start = ckpt.restore(setup.restore_target(), data_iter)
+  else:
+    state = jax.jit(lambda r: nn.unbox(setup.init_fn(r)), out_shardings=setup.state_shardings)(
+        setup.init_rng)
+    if config.init_from:
+      shim = stage2.load_pretrained(optim.TrainState(state.step, state.g_params, None),
+                                    config.init_from, config.init_from_key)
+      state = state.replace(g_params=shim.params)
+    start = 0
+
+  bsh = sharding.batch_sharding(mesh)
+  train_step = jax.jit(make_train_step(setup.gen, setup.disc, fns, config, setup.g_tx, setup.d_tx),
+                       in_shardings=(setup.state_shardings, bsh, repl, repl),
+                       out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
+  grid_items = [eval_source[i]["image"] for i in range(min(config.eval.grid_size, len(eval_source)))]
+  grid_images = np.stack(grid_items)
+  progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
+                                    writer=writer, every_steps=config.log_every)
+  pending, last = [], {}
+  for step in range(start + 1, steps + 1):
+    state, metrics = train_step(state, sharding.host_to_global(next(data_iter), mesh),
+                                setup.step_rng, pv)
+    pending.append(metrics)
+    if step % config.log_every == 0 or step == steps:
+      host = jax.device_get(pending)
+      pending = []
+      mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+      if not np.isfinite(host[-1]["training_loss"]) and config.nan_policy == "stop":
+        raise FloatingPointError(f"non-finite stage-1 loss at step {step}: {host[-1]}")
+      writer.write_scalars(step, mean)
+      progress(step)
+    if step % config.eval_every == 0 or step == steps:
+      t0 = time.perf_counter()
+      fn = normalize_lib.make_normalize_fn(setup.gen, state.g_params, target_u8)
+      grid = image_rows(fn, grid_images, target_u8, mesh)
+      writer.write_images(step, {"original|target|normalized": grid})
+      if jax.process_index() == 0:
+        from PIL import Image
+        Image.fromarray(grid).save(os.path.join(workdir, "stage1_grid.png"))
+      last = evaluate_consistency(fn, eval_source, perception, target_subject, mesh,
+                                  config.input.eval_batch_size, config.eval.max_examples)
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in last.items()})
+      progress.exclude(time.perf_counter() - t0)
+    if step % config.checkpoint_every == 0 or step == steps or step == stop_at:
+      t0 = time.perf_counter()
+      ckpt.save(step, state, data_iter, force=True)
+      progress.exclude(time.perf_counter() - t0)
+    if step == stop_at:
+      logging.info("Stopping at step %d as asked (stop_at).", step)
+      break
+  ckpt.close()
+  writer.close()
+  return {"state": state, "report": last, "steps": steps, "generator": setup.gen,
+          "target": target_u8}
