@@ -24,12 +24,6 @@ from PIL import Image
 from norface_jax.data import registry
 from norface_jax.training import normalize, perception_train, sharding, stage1
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Stage-1 workdir.")
-_PERCEPTION = flags.DEFINE_string("perception_dir", "", "Default: the config's perception_dir.")
-_TARGET = flags.DEFINE_string("target", "", "Default: the config's target.")
-_MAX = flags.DEFINE_integer("max_examples", 256, "Test faces measured (0 = all).")
-_GRID = flags.DEFINE_string("grid", "", "Also write the grid PNG here.")
-_GRID_N = flags.DEFINE_integer("grid_size", 8, "Faces in the grid.")
 
 
 def report(workdir: str, perception_dir: str = "", target: str = "", max_examples: int = 256,
@@ -55,14 +49,24 @@ def report(workdir: str, perception_dir: str = "", target: str = "", max_example
   return result
 
 
-def main(argv):
+def _define_flags() -> dict:
+  """Command-line flags, defined only when run as a program (importing defines none)."""
+  return dict(
+      workdir=flags.DEFINE_string("workdir", None, "Stage-1 workdir.", required=True),
+      perception_dir=flags.DEFINE_string("perception_dir", "", "Default: the config's perception_dir."),
+      target=flags.DEFINE_string("target", "", "Default: the config's target."),
+      max_examples=flags.DEFINE_integer("max_examples", 256, "Test faces measured (0 = all)."),
+      grid_path=flags.DEFINE_string("grid", "", "Also write the grid PNG here."),
+      grid_size=flags.DEFINE_integer("grid_size", 8, "Faces in the grid."))
+
+
+def main(argv, flag_values) -> None:
   del argv
   logging.set_verbosity(logging.INFO)
-  result = report(_WORKDIR.value, _PERCEPTION.value, _TARGET.value, _MAX.value, _GRID.value,
-                  _GRID_N.value)
+  result = report(**{k: v.value for k, v in flag_values.items()})
   print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  _flags = _define_flags()
+  app.run(lambda argv: main(argv, _flags))
