@@ -110,10 +110,7 @@ def make_source(data_config: Any, split: str, *, task: str) -> Any:
     source = _real_source(data_config, split, dataset)
   if mode == "precomputed":
     source = PairedFolderSource(source, data_config.normalized_dir, data_config.image_size, split)
-  elif mode == "online":
-    raise NotImplementedError(
-        "config.data.normalization='online' needs a stage-1 checkpoint, and stage 1 is not in "
-        "this version yet; use 'oracle' (SynthFACS), 'precomputed' or 'none'")
+  # mode == "online": the trainer makes I_n inside its step (data knows nothing of models).
   if dataset != data_config.dataset and task != "fer":
     names, _ = eval_columns(data_config, task)
     key = "au" if task == "au_detection" else "au_intensity"

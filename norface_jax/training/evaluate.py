@@ -41,12 +41,14 @@ def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None =
   setup, params, step = restore_params(config, workdir, which)
   eval_source = registry.make_source(config.data, "test", task=config.task)
   task = registry.eval_task(setup.task, config.data)
-  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config),
-                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh)),
+  normalize_fn, frozen = stage2.load_online_normalizer(config)
+  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config, normalize_fn),
+                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
+                                  sharding.replicated(setup.mesh)),
                     out_shardings=sharding.replicated(setup.mesh))
   config.eval.max_examples = 0  # The whole test set.
   report, arrays = stage2.evaluate(eval_fn, params, eval_source, task, config, setup.mesh,
-                                   stage2.batch_keys(config, setup.task))
+                                   stage2.batch_keys(config, setup.task), frozen)
   suffix = f"_{test_dataset}" if test_dataset else ""
   write_report(report, arrays, task, workdir, suffix, step)
   return report

@@ -43,7 +43,7 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
                    batch_size: int = 64, which: str = "best", skip_bad: bool = False) -> int:
   """Predicts every image under `images` into the CSV `out`; returns the row count."""
   config = stage2.load_config(workdir)
-  two_streams = stage2.uses_normalized(config)
+  two_streams = stage2.uses_normalized(config) and not stage2.online(config)
   mode = config.data.normalization
   if two_streams:
     normalized = normalized or config.data.get("normalized_dir", "")
@@ -56,8 +56,10 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
   task, size = setup.task, config.data.image_size
   batch_size = max(batch_size - batch_size % sharding.data_parallel_size(setup.mesh),
                    sharding.data_parallel_size(setup.mesh))
-  eval_fn = jax.jit(stage2.make_eval_step(setup.model, task, config),
-                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh)),
+  normalize_fn, frozen = stage2.load_online_normalizer(config)  # online: I_n made in the step.
+  eval_fn = jax.jit(stage2.make_eval_step(setup.model, task, config, normalize_fn),
+                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
+                                  sharding.replicated(setup.mesh)),
                     out_shardings=sharding.replicated(setup.mesh))
   paths = list_images(images)
   bad = 0
@@ -90,7 +92,8 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
       batch = {"image": pad(batch_o), "_valid": np.float32([1.0] * n + [0.0] * (batch_size - n))}
       if two_streams:
         batch["image_norm"] = pad(batch_n)
-      preds = jax.device_get(eval_fn(params, sharding.host_to_global(batch, setup.mesh))["preds"])[:n]
+      preds = jax.device_get(
+          eval_fn(params, sharding.host_to_global(batch, setup.mesh), frozen)["preds"])[:n]
       for rel, p in zip(kept, preds):
         row = [rel] + [f"{v:.6f}" for v in p]
         if task.name == "fer":

@@ -58,11 +58,44 @@ def uses_normalized(config: ml_collections.ConfigDict) -> bool:
   return "norm" in tuple(config.model.streams)
 
 
+def online(config: ml_collections.ConfigDict) -> bool:
+  """I_n made inside the step by a frozen stage-1 generator."""
+  return uses_normalized(config) and config.data.normalization == "online"
+
+
 def batch_keys(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> tuple[str, ...]:
   keys = ["image", task.label_key]
-  if uses_normalized(config):
+  if uses_normalized(config) and not online(config):
     keys.append("image_norm")
   return tuple(keys)
+
+
+def load_online_normalizer(config: ml_collections.ConfigDict):
+  """(normalize(frozen, images_u8) -> images_u8, frozen pytree) for `online` mode, or (None, None).
+
+  `frozen` = the stage-1 generator's params and the fixed target face; it is passed to
+  the jitted steps as an argument (not closed over) so it is not baked into the program.
+  """
+  if not online(config):
+    return None, None
+  from norface_jax.training import normalize, stage1
+  workdir = config.data.get("stage1_workdir", "")
+  if not workdir:
+    raise ValueError("config.data.normalization='online' needs config.data.stage1_workdir "
+                     "(a trained stage-1 workdir)")
+  s1_config, generator, params, step = stage1.load_generator(workdir)
+  if s1_config.data.image_size != config.data.image_size:
+    raise ValueError(f"stage-1 generator of {workdir} works at {s1_config.data.image_size} px, "
+                     f"config.data.image_size is {config.data.image_size}")
+  target = config.data.get("online_target", "") or s1_config.target
+  target_u8, _ = normalize.load_target(target, s1_config.data)
+  logging.info("Online normalization: F_nor of step %d from %s onto %s.", step, workdir, target)
+
+  def normalize_fn(frozen, images_u8):
+    return jax.lax.stop_gradient(
+        normalize.normalize_apply(generator, frozen["params"], frozen["target"], images_u8))
+
+  return normalize_fn, {"params": params, "target": jnp.asarray(target_u8)}
 
 
 def preprocess(images_u8: jax.Array, dtype: Any) -> jax.Array:
@@ -94,8 +127,12 @@ def augment_streams(rng: jax.Array, x: jax.Array, x_n: jax.Array | None, targets
   return x, x_n, targets
 
 
-def make_train_step(model, task, config, tx):
-  """The pure train step; `jax.jit`ted by the caller with shardings and donation."""
+def make_train_step(model, task, config, tx, normalize_fn=None):
+  """The pure train step `(state, batch, rng, frozen) -> (state, metrics)`.
+
+  `jax.jit`ted by the caller with shardings and donation. `frozen` holds what stays
+  fixed (the online stage-1 generator and target), or None.
+  """
   dtype = jnp.dtype(config.dtype)
   aug_config = dict(config.augment)
   lam_imp, lam_gl = config.loss.lambda_imp, config.loss.lambda_gl
@@ -103,7 +140,10 @@ def make_train_step(model, task, config, tx):
   two_streams = uses_normalized(config)
   skip_nonfinite = config.nan_policy == "skip"
 
-  def train_step(state: optim.TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+  def train_step(state: optim.TrainState, batch: dict[str, jax.Array], rng: jax.Array,
+                 frozen: Any = None):
+    if normalize_fn is not None:
+      batch = dict(batch, image_norm=normalize_fn(frozen, batch["image"]))
     step_rng = jax.random.fold_in(rng, state.step)
     aug_rng, router_rng, dropout_rng = jax.random.split(step_rng, 3)
     x = batch["image"].astype(jnp.float32) / 255.0
@@ -142,11 +182,13 @@ def make_train_step(model, task, config, tx):
   return train_step
 
 
-def make_eval_step(model, task, config):
+def make_eval_step(model, task, config, normalize_fn=None):
   dtype = jnp.dtype(config.dtype)
   two_streams = uses_normalized(config)
 
-  def eval_step(params, batch):
+  def eval_step(params, batch, frozen=None):
+    if normalize_fn is not None:
+      batch = dict(batch, image_norm=normalize_fn(frozen, batch["image"]))
     x = preprocess(batch["image"], dtype)
     x_n = preprocess(batch["image_norm"], dtype) if two_streams else None
     outputs, aux = model.apply({"params": params}, x, x_n, train=False)
@@ -215,7 +257,7 @@ def load_pretrained(state: optim.TrainState, path: str, key: str) -> optim.Train
 
 
 def evaluate(eval_fn, params, source, task: tasks_lib.Task, config, mesh,
-             keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             keys: tuple[str, ...], frozen: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Runs the evaluation set; returns (metrics, raw arrays).
 
   `task` is the evaluation task (`registry.eval_task`): across datasets it covers the
@@ -225,7 +267,7 @@ def evaluate(eval_fn, params, source, task: tasks_lib.Task, config, mesh,
   preds, labels, topk = [], [], []
   for batch in pipeline.eval_batches(source, batch_size=config.input.eval_batch_size, keys=keys,
                                      max_examples=config.eval.get("max_examples", 0)):
-    out = jax.device_get(eval_fn(params, sharding.host_to_global(batch, mesh)))
+    out = jax.device_get(eval_fn(params, sharding.host_to_global(batch, mesh), frozen))
     valid = out["valid"].astype(bool)
     preds.append(out["preds"][valid])
     labels.append(out["labels"][valid])
@@ -367,11 +409,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   batch_shardings = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)
-  train_step = jax.jit(make_train_step(model, task, config, tx),
-                       in_shardings=(state_shardings, batch_shardings, repl),
+  normalize_fn, frozen = load_online_normalizer(config)
+  if frozen is not None:
+    frozen = jax.device_put(frozen, repl)
+  train_step = jax.jit(make_train_step(model, task, config, tx, normalize_fn),
+                       in_shardings=(state_shardings, batch_shardings, repl, repl),
                        out_shardings=(state_shardings, repl), donate_argnums=(0,))
-  eval_fn = jax.jit(make_eval_step(model, task, config),
-                    in_shardings=(state_shardings.params, batch_shardings), out_shardings=repl)
+  eval_fn = jax.jit(make_eval_step(model, task, config, normalize_fn),
+                    in_shardings=(state_shardings.params, batch_shardings, repl), out_shardings=repl)
 
   progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
                                     writer=writer, every_steps=config.log_every)
@@ -381,7 +426,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   logging.info("Training from step %d to %d.", start, steps)
   for step in range(start + 1, steps + 1):
     batch = sharding.host_to_global(next(data_iter), mesh)
-    state, metrics = train_step(state, batch, step_rng)
+    state, metrics = train_step(state, batch, step_rng, frozen)
     pending.append(metrics)
     if step % config.log_every == 0 or step == steps:
       host = jax.device_get(pending)  # The only host sync, once per log interval.
@@ -396,7 +441,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       progress(step)
     if step % config.eval_every == 0 or step == steps:
       t0 = time.perf_counter()
-      report, arrays = evaluate(eval_fn, state.params, eval_source, test_task, config, mesh, keys)
+      report, arrays = evaluate(eval_fn, state.params, eval_source, test_task, config, mesh, keys,
+                                frozen)
       scalars = scalar_metrics(report)
       writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
       router_figure(arrays, test_task, config, workdir, step, writer)

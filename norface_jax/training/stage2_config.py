@@ -52,6 +52,8 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       # Where I_n (the normalized face) comes from: none | precomputed | oracle | online.
       normalization="oracle" if synthetic else "precomputed",
       normalized_dir="",          # precomputed: folder written by launch/normalize.py.
+      stage1_workdir="",          # online: a trained stage-1 workdir (frozen F_nor) ...
+      online_target="",           # ... and its target ('' = the stage-1 config's target).
       target_subject=0,           # oracle (SynthFACS): the fixed target identity.
       test_dataset="",            # Cross-dataset evaluation: another config's dataset.
       test_preset="",
@@ -131,7 +133,8 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
   """
   from norface_jax.configlib import parse_arg
   a = parse_arg(arg, synthetic=False, runlocal=False, fold=0, variant="B/16", norm="",
-                normalized_dir="", test="", classes=num_classes, steps=0, fsdp=1, tp=1, slices=1)
+                normalized_dir="", test="", classes=num_classes, steps=0, fsdp=1, tp=1, slices=1,
+                stage1="")
   c = base_config(task=task, dataset=dataset, preset=dataset, runlocal=a.runlocal,
                   synthetic=a.synthetic)
   c.data.fold = a.fold
@@ -141,6 +144,7 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
   if a.norm:
     c.data.normalization = a.norm
   c.data.normalized_dir = a.normalized_dir
+  c.data.stage1_workdir = a.stage1
   if a.test:
     c.data.test_dataset = a.test
     c.data.test_preset = a.test
