@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from clu import parameter_overview
 
 from norface_jax.data import augment as augment_lib
 from norface_jax.data import pipeline
@@ -407,6 +408,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state = load_pretrained(state, config.init_from, config.init_from_key)
     start = 0
 
+  if jax.process_index() == 0:
+    logging.info("F_cla parameters:\n%s", parameter_overview.get_parameter_overview(
+        setup.abstract_state.params, include_stats=False, max_lines=60))
   batch_shardings = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)
   normalize_fn, frozen = load_online_normalizer(config)
