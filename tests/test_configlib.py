@@ -35,7 +35,7 @@ def test_value_required_for_non_bool():
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
 def test_every_config_loads_and_rejects_unknown_args(path):
   c = configlib.load_config(path)
-  assert c.get("stage", "cla") in ("cla", "nor", "mae", "perception", "deepfn")
+  assert c.get("stage", "cla") in ("cla", "nor", "mae", "perception", "deepfn", "pipeline")
   with pytest.raises(ValueError, match="bogus"):
     configlib.load_config(path + ":bogus=1")
 
