@@ -4,6 +4,13 @@ Every "L2" of the paper is a mean squared difference here (mean over the batch a
 feature/pixel axes), so the paper's weights keep their meaning across image sizes.
 Images are float in [0, 1], (B, H, W, C). The perception networks' outputs are
 computed by the caller; these functions only compare them.
+
+Scale: L_exp compares the expression embeddings on the unit sphere (FECNet's are
+L2-normalised, so this is the paper's definition; for the SynthFACS regressor's raw
+penultimate layer it removes an arbitrary scale); `perceptual_loss(normalize=True)`
+unit-normalises each feature vector over channels first (LPIPS without learned
+weights), an option for feature stacks whose scale means nothing (SynthFACS).
+Landmarks are expected in image-size units (0..1).
 """
 
 from __future__ import annotations
@@ -34,8 +41,21 @@ def reconstruction_loss(image_n: jax.Array, image_t: jax.Array, same: jax.Array)
   return jnp.sum(same * _mse_per_sample(image_n, image_t)) / jnp.maximum(jnp.sum(same), 1.0)
 
 
-def perceptual_loss(feats_t: Sequence[jax.Array], feats_n: Sequence[jax.Array]) -> jax.Array:
-  """Eq. 6: squared VGG feature differences, summed over the (last two) layers."""
+def _unit(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+
+
+def perceptual_loss(feats_t: Sequence[jax.Array], feats_n: Sequence[jax.Array],
+                    normalize: bool = False) -> jax.Array:
+  """Eq. 6: squared VGG feature differences, summed over the (last two) layers.
+
+  `normalize`: each (B, H, W, C) map is unit-normalised over C at every position and
+  the squared distance summed over C (so each position contributes 2 - 2 cos, 0..4),
+  then averaged over positions and the batch.
+  """
+  if normalize:
+    return sum(jnp.mean(jnp.sum((_unit(t) - _unit(n)) ** 2, -1)) for t, n in zip(feats_t, feats_n))
   return sum(jnp.mean(_mse_per_sample(t, n)) for t, n in zip(feats_t, feats_n))
 
 
@@ -54,8 +74,11 @@ def landmark_loss(lm_t: jax.Array, lm_n: jax.Array,
 
 
 def expression_loss(emb_o: jax.Array, emb_n: jax.Array) -> jax.Array:
-  """Eq. 9: squared difference of the expression embeddings of I_o and I_n."""
-  return jnp.mean(_mse_per_sample(emb_o, emb_n))
+  """Eq. 9: squared difference of the unit-normalised expression embeddings of I_o, I_n.
+
+  Mean over the D embedding dimensions, so a pair contributes (2 - 2 cos) / D.
+  """
+  return jnp.mean(_mse_per_sample(_unit(emb_o), _unit(emb_n)))
 
 
 def eyebrow_loss(brows_o: jax.Array, brows_n: jax.Array) -> jax.Array:

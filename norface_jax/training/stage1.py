@@ -57,11 +57,12 @@ def make_models(config) -> tuple[nn.Module, nn.Module]:
   return gen, disc
 
 
-def make_tx(optim_config) -> optax.GradientTransformation:
-  """Adam (beta1 = 0, beta2 = 0.99 in the paper), constant learning rate."""
+def make_tx(optim_config, lr: float | None = None) -> optax.GradientTransformation:
+  """Adam (beta1 = 0, beta2 = 0.99 in the paper), constant learning rate (`lr` overrides)."""
   c = optim_config
   parts = [optax.clip_by_global_norm(c.grad_clip)] if c.get("grad_clip", 0.0) else []
-  parts += [optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps), optax.scale_by_learning_rate(c.lr)]
+  parts += [optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
+            optax.scale_by_learning_rate(c.lr if lr is None else lr)]
   return optax.chain(*parts)
 
 
@@ -82,6 +83,8 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx):
   """The pure step: one discriminator and one generator update from the same state."""
   p_same = float(config.p_same)
   weights = dict(config.loss)
+  perc_normalize = bool(config.get("perc_normalize", False))
+  adv_warmup = int(config.get("adv_warmup_steps", 0))
 
   def train_step(state: GanState, batch, rng, pv):
     rng = jax.random.fold_in(rng, state.step)
@@ -101,13 +104,17 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx):
       comps = {
           "adv": adversarial.hinge_g_loss(disc.apply({"params": state.d_params}, x_t, x_n)),
           "rec": nor_losses.reconstruction_loss(x_n, x_t, same),
-          "perc": nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n)),
+          "perc": nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n), perc_normalize),
           "id": nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
           "lm": nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
           "exp": nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
           "eye": nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
       }
-      return nor_losses.weighted_total(comps, weights), (comps, x_n)
+      total = nor_losses.weighted_total(comps, weights)
+      if adv_warmup:  # L_adv's weight ramps 0 -> 1 over the first adv_warmup steps.
+        ramp = jnp.minimum(state.step.astype(jnp.float32) / adv_warmup, 1.0)
+        total = total + (ramp - 1.0) * comps["adv"]
+      return total, (comps, x_n)
 
     (g_total, (comps, x_n)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
     x_n = jax.lax.stop_gradient(x_n)
@@ -141,7 +148,9 @@ class Setup:
     self.gen, self.disc = make_models(config)
     self.mesh = sharding.make_mesh(config.mesh)
     self.rules = stage2.mesh_rules(config, self.mesh)
-    self.g_tx, self.d_tx = make_tx(config.optim), make_tx(config.optim)
+    # TTUR: `optim.d_lr` (0 = same as G) sets the discriminator's learning rate.
+    self.g_tx = make_tx(config.optim)
+    self.d_tx = make_tx(config.optim, config.optim.get("d_lr", 0.0) or None)
     self.init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     size = config.data.image_size
 

@@ -25,6 +25,8 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
       num_identities=0, num_classes=7, normalization="none", normalized_dir="",
       target_subject=0, test_dataset="", test_preset="")
   c.p_same = 0.2                 # P(I_t = I_o): the pairs L_rec supervises.
+  c.adv_warmup_steps = 0         # L_adv's weight ramps linearly 0 -> 1 over these steps.
+  c.perc_normalize = False       # L_perc on channel-unit-normalised features (losses doc).
   # The fixed target face at inference (grids, evaluation, launch/normalize.py):
   # an image path or `synthfacs:<subject>` (frontal neutral render of a preset subject).
   c.target = "synthfacs:0"
@@ -34,7 +36,7 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
                  remat=False, disc_channels=(64, 128, 256), disc_scales=2)
   c.dtype = "float32"            # Compute dtype (bfloat16 on accelerators).
   c.loss = dict(PAPER_WEIGHTS)
-  c.optim = dict(lr=1e-4, b1=0.0, b2=0.99, eps=1e-8, grad_clip=0.0)
+  c.optim = dict(lr=1e-4, d_lr=0.0, b1=0.0, b2=0.99, eps=1e-8, grad_clip=0.0)  # d_lr 0: = lr
   c.total_steps = 200_000
   c.mesh = (("data", -1), ("model", 1))
   c.logical_axis_rules = DEFAULT_RULES
