@@ -234,14 +234,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_source = make_source(config, "test")
   setup = build(config, len(train_source))
   mesh, steps, schedule = setup.mesh, setup.steps, setup.schedule
-  local_batch = sharding.check_batch_size(config.input.batch_size, mesh)
+  sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.
   logging.info("MAE: %d train / %d held-out images; %d steps of batch %d (lr %.3g) on %s.",
                len(train_source), len(eval_source), steps, config.input.batch_size,
                effective_lr(config), dict(mesh.shape))
   stage2.save_config(config, workdir)
   writer = writers.MetricWriter(workdir)
   writer.write_hparams(config.to_dict())
-  loader = pipeline.train_loader(train_source, batch_size=local_batch, seed=config.seed,
+  loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
                                  keys=("image",), worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
   data_iter = iter(loader)

@@ -139,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
-  local_batch = sharding.check_batch_size(config.input.batch_size, mesh)
+  sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.
   d = config.data
   source = synth_source.SynthFACSSource(
       preset=d.preset, split="train", fold=d.fold, seed=d.get("seed", 0), size=d.image_size,
@@ -158,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   rng = jax.random.key(config.seed)
   abstract, shardings = sharding.logical_state_shardings(init_fn, mesh, [], rng)
-  loader = pipeline.train_loader(source, batch_size=local_batch, seed=config.seed, keys=KEYS,
+  loader = pipeline.train_loader(source, batch_size=config.input.batch_size, seed=config.seed, keys=KEYS,
                                  worker_count=config.input.workers, prefetch=config.input.prefetch)
   data_iter = iter(loader)
   ckpt = checkpointing.Checkpointer(workdir, keep=1)

@@ -242,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_source = registry.make_source(config.data, "test", task="au_intensity")
   setup = Setup(config)
   mesh, steps = setup.mesh, int(config.total_steps)
-  local_batch = sharding.check_batch_size(config.input.batch_size, mesh)
+  sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.
   stage2.save_config(config, workdir)
   logging.info("Stage 1: %d train faces, %d steps of batch %d on mesh %s.", len(train_source),
                steps, config.input.batch_size, dict(mesh.shape))
@@ -253,7 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   writer = writers.MetricWriter(workdir)
   writer.write_hparams(config.to_dict())
-  loader = pipeline.train_loader(train_source, batch_size=local_batch, seed=config.seed,
+  loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
                                  keys=("image",), worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
   data_iter = iter(loader)
