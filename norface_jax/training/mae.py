@@ -175,8 +175,7 @@ class Setup:
   steps: int
 
   def restore_target(self):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        self.abstract_state, self.state_shardings)
+    return sharding.restore_target(self.abstract_state, self.state_shardings)
 
 
 def build(config: ml_collections.ConfigDict, num_train_examples: int = 1) -> Setup:

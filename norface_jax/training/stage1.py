@@ -166,8 +166,7 @@ class Setup:
         init_fn, self.mesh, self.rules, self.init_rng)
 
   def restore_target(self):
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        self.abstract_state, self.state_shardings)
+    return sharding.restore_target(self.abstract_state, self.state_shardings)
 
 
 def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, nn.Module, Any, int]:
