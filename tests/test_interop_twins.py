@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from norface_jax.interop import keymap  # pylint: disable=g-import-not-at-top
 from norface_jax.models import classifier as classifier_lib
+from norface_jax.models import normalizer as normalizer_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax import torch_twins
 
@@ -53,8 +54,34 @@ def test_vit_twin_matches_flax(scan):
   assert rel_err(other, ref_other) < 1e-5
 
 
+def test_vit_twin_learned_pos_matches_flax():
+  """A learned table at its own grid and resampled (bicubic) for two other grids."""
+  size = 32
+  model = vit_lib.ViT("mu/8", pos_embed="learned")
+  x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
+  params = perturb(nn.unbox(model.init(jax.random.key(0), x, train=False)["params"]), scale=0.5)
+  assert params["pos_embedding"].shape == (1, 1 + 4 * 4, 32)
+  twin = torch_twins.VisionTransformer("mu/8", img_size=size, pos_embed="learned").eval()
+  sd = keymap.vit_to_torch(params, size)
+  np.testing.assert_array_equal(sd["pos_embed"], params["pos_embedding"])
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  for shape in ((size, size), (48, 48), (48, 40), (16, 16)):
+    xs = jax.random.normal(jax.random.key(2), (2, *shape, 3))
+    ref = model.apply({"params": params}, xs, train=False)
+    with torch.no_grad():
+      out = twin(to_nchw(xs)).numpy()
+    err = rel_err(out, ref)
+    print(f"ViT learned pos {shape}: max rel err {err:.2e}")
+    assert err < 1e-5
+  back = keymap.vit_from_torch(sd, num_heads=2, pos_embed="learned")
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(back)[0],
+                          jax.tree.leaves(jax.tree.map(np.asarray, params))):
+    np.testing.assert_allclose(a, b, rtol=0, atol=0, err_msg=jax.tree_util.keystr(path))
+
+
 @pytest.mark.parametrize("kw", [dict(), dict(streams=("orig",), pool="gap"),
-                                dict(num_experts=0), dict(use_input_moe=False, top_k=1)])
+                                dict(num_experts=0), dict(use_input_moe=False, top_k=1),
+                                dict(pos_embed="learned")])
 def test_classifier_twin_matches_flax(kw):
   size = 32
   model = classifier_lib.NorfaceClassifier(encoder="mu/8", num_outputs=5, **kw)
@@ -74,6 +101,34 @@ def test_classifier_twin_matches_flax(kw):
   err = rel_err(out, ref)
   print(f"F_cla {kw}: max rel err {err:.2e}")
   assert err < 1e-5
+
+
+def test_normalizer_twin_matches_flax():
+  """F_nor (mu/8 encoder, 3 decoder stages for patch 8) on [0, 1] images, and back."""
+  size = 32
+  model = normalizer_lib.Normalizer("mu/8", (16, 8, 8), emm_depth=2)
+  k_o, k_t = jax.random.split(jax.random.key(1))
+  x_o = jax.random.uniform(k_o, (3, size, size, 3))
+  x_t = jax.random.uniform(k_t, (3, size, size, 3))
+  params = nn.unbox(model.init(jax.random.key(0), x_o, x_t, train=False)["params"])
+  params = jax.device_get(perturb(params, scale=0.1))
+  ref = model.apply({"params": params}, x_o, x_t, train=False)
+  twin = torch_twins.NorfaceNormalizer("mu/8", img_size=size, decoder_channels=(16, 8, 8),
+                                       emm_depth=2).eval()
+  sd = keymap.normalizer_to_torch(params, size)
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  with torch.no_grad():
+    out = twin(to_nchw(x_o), to_nchw(x_t)).numpy()
+  assert out.shape == (3, 3, size, size)
+  # Not saturated: the comparison is of the decoder's actual output.
+  assert 0.05 < float(np.std(out)) and 0.0 < out.min() and out.max() < 1.0
+  err = rel_err(out, np.asarray(ref).transpose(0, 3, 1, 2))
+  print(f"F_nor: max rel err {err:.2e}")
+  assert err < 1e-5
+  back = keymap.normalizer_from_torch(sd, num_heads=2)
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(back)[0], jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
 def test_twins_import_no_jax():

@@ -50,3 +50,34 @@ def test_stage1_resume_is_exact_and_logs_every_loss(tmp_path):
   # The ViT encoder is sharded over the model axis like stage 2's.
   specs = [x.sharding.spec for x in jax.tree.leaves(full["state"].g_params)]
   assert any("model" in str(s) for s in specs)
+  check_torch_export(config, str(tmp_path / "full"), full["state"].g_params,
+                     str(tmp_path / "export"))
+
+
+def check_torch_export(config, workdir, g_params, out):
+  """The workdir's F_nor exports (`stage="nor"`) and its twin loads strictly and matches."""
+  try:
+    import torch
+  except ImportError:
+    return
+  import safetensors.torch
+  from norface_jax import torch_twins
+  from norface_jax.interop import export
+
+  arch = export.export_workdir(workdir, out)
+  print("F_nor export parity:", arch["parity"])
+  assert arch["network"] == "nor" and arch["class"] == "NorfaceNormalizer"
+  assert arch["inputs"] == ["image_o", "image_t"] and arch["step"] == config.total_steps
+  assert arch["parity"]["max_rel_err"] < 1e-5
+  twin = torch_twins.from_architecture(arch).eval()
+  twin.load_state_dict(safetensors.torch.load_file(os.path.join(out, "model.safetensors")),
+                       strict=True)
+  # The trained generator on [0, 1] faces, as the trainer runs it.
+  size = config.data.image_size
+  x_o, x_t = np.random.default_rng(0).uniform(size=(2, 2, size, size, 3)).astype(np.float32)
+  gen, _ = stage1.make_models(config)
+  ref = gen.apply({"params": jax.device_get(g_params)}, x_o, x_t, train=False)
+  with torch.no_grad():
+    out_t = twin(*[torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in (x_o, x_t)])
+  ref = np.asarray(ref).transpose(0, 3, 1, 2)
+  assert np.max(np.abs(out_t.numpy() - ref)) / np.max(np.abs(ref)) < 1e-5

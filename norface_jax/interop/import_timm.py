@@ -6,11 +6,13 @@ Reads `checkpoint["model"]` (MAE), `checkpoint["state_dict"]` or a bare state_di
 `mask_token`) and classifier heads (`head.*`) are dropped with a log line; a
 fine-tuned global-pool checkpoint's `fc_norm` is used as `norm` when `norm` is absent.
 
-Position embeddings: our ViT uses MAE's fixed 2-D sin-cos table, recomputed for any
-grid, so a sin-cos checkpoint works at any resolution (divisible by the patch size) with
-nothing to interpolate. A checkpoint's `pos_embed` is compared with the sin-cos table
-of its own grid; a learned table (timm supervised ViTs) cannot be represented and is
-dropped with a warning that states the difference (see docs/interop.md).
+Position embeddings: our ViT uses MAE's fixed 2-D sin-cos table by default, recomputed
+for any grid, so a sin-cos checkpoint works at any resolution (divisible by the patch
+size) with nothing to interpolate. A checkpoint's `pos_embed` is compared with the
+sin-cos table of its own grid; a learned table (timm supervised ViTs) is kept as the
+ViT's `pos_embedding` parameter (for `ViT(pos_embed="learned")`, stage 2's
+`config.model.pos_embed="learned"`), resampled to `image_size` when one is given, as
+timm's `resample_abs_pos_embed` does (see docs/interop.md).
 
 `write_init_checkpoint` writes the encoder as an Orbax checkpoint whose `state` item is
 `{'params': {'encoder': ...}}`: the form `config.init_from=<out>/checkpoints` with
@@ -72,20 +74,45 @@ def check_pos_embed(pos_embed: np.ndarray, width: int, tol: float = 1e-4) -> dic
   grid = int(round(np.sqrt(n - 1 if has_cls else n)))
   ref = vit_lib.get_2d_sincos_pos_embed(width, (grid, grid), cls_token=has_cls)
   diff = float(np.max(np.abs(table - ref))) if ref.shape == table.shape else float("inf")
-  info = {"grid": grid, "max_abs_diff_to_sincos": diff, "sincos": diff < tol}
+  info = {"grid": grid, "max_abs_diff_to_sincos": diff, "sincos": diff < tol,
+          "cls_row": bool(has_cls)}
   if info["sincos"]:
     logging.info("pos_embed is the fixed %dx%d sin-cos table (max diff %.2e): recomputed "
                  "for any resolution.", grid, grid, diff)
   else:
-    logging.warning("pos_embed (%dx%d grid) is NOT the sin-cos table (max diff %.3g): a "
-                    "learned table, which this ViT cannot hold; it is dropped and the "
-                    "sin-cos table used instead (fine-tune to adapt).", grid, grid, diff)
+    logging.info("pos_embed (%dx%d grid) is NOT the sin-cos table (max diff %.3g): a "
+                 "learned table.", grid, grid, diff)
   return info
 
 
+def learned_pos_embedding(pos_embed: np.ndarray, width: int,
+                          grid: int = 0) -> np.ndarray:
+  """A checkpoint's `pos_embed` -> the ViT's `pos_embedding` (1, 1 + g*g, D).
+
+  A table without a cls row (timm `no_embed_class`) gets a zero one (the same model);
+  `grid` > 0 resamples the patch rows to grid x grid (`vit.resample_pos_embed`).
+  """
+  table = np.asarray(pos_embed, np.float32).reshape(1, -1, width)
+  n = table.shape[1]
+  if int(round(np.sqrt(n))) ** 2 == n:  # No cls row.
+    table = np.concatenate([np.zeros((1, 1, width), np.float32), table], axis=1)
+  if grid:
+    table = vit_lib.resample_pos_embed(table, (grid, grid))
+  return np.ascontiguousarray(table, np.float32)
+
+
 def convert(state_dict: Mapping[str, np.ndarray], *, variant: str = "",
-            image_size: int = 0, scan: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-  """timm/MAE tensors -> (Flax ViT params, info). Unknown keys are an error."""
+            image_size: int = 0, scan: bool = False,
+            pos_embed: str = "auto") -> tuple[dict[str, Any], dict[str, Any]]:
+  """timm/MAE tensors -> (Flax ViT params, info). Unknown keys are an error.
+
+  `pos_embed`: "auto" keeps a learned table as `pos_embedding` and drops a sin-cos one
+  (the ViT computes it); "learned" always keeps it, "sincos" always drops it. A kept
+  table is resampled to the `image_size` grid when `image_size` is given; `info
+  ["pos_embed_mode"]` is the `ViT.pos_embed` (`config.model.pos_embed`) to train with.
+  """
+  if pos_embed not in ("auto", "learned", "sincos"):
+    raise ValueError(f"pos_embed={pos_embed!r}; expected auto, learned or sincos")
   sd = {re.sub(r"^(module\.|backbone\.)", "", k): np.asarray(v, np.float32)
         for k, v in state_dict.items()}
   if "norm.weight" not in sd and "fc_norm.weight" in sd:
@@ -100,8 +127,14 @@ def convert(state_dict: Mapping[str, np.ndarray], *, variant: str = "",
   variant = variant or infer_variant(sd)
   cfg = vit_lib.decode_variant(variant)
   info: dict[str, Any] = {"variant": variant, "dropped": dropped}
-  if "pos_embed" in sd:
-    info["pos_embed"] = check_pos_embed(sd.pop("pos_embed"), cfg["width"])
+  table = sd.pop("pos_embed", None)
+  keep = False
+  if table is not None:
+    info["pos_embed"] = check_pos_embed(table, cfg["width"])
+    keep = pos_embed == "learned" or (pos_embed == "auto" and not info["pos_embed"]["sincos"])
+  elif pos_embed == "learned":
+    raise KeyError("pos_embed='learned' but the checkpoint has no `pos_embed`")
+  info["pos_embed_mode"] = "learned" if keep else "sincos"
   if image_size:
     if image_size % cfg["patch_size"]:
       raise ValueError(f"image_size {image_size} not divisible by patch {cfg['patch_size']}")
@@ -111,6 +144,18 @@ def convert(state_dict: Mapping[str, np.ndarray], *, variant: str = "",
   unknown = sorted(set(sd) - used)
   if unknown:
     raise KeyError(f"checkpoint keys with no place in the ViT: {unknown[:8]}")
+  if keep:
+    grid = image_size // cfg["patch_size"] if image_size else 0
+    params["pos_embedding"] = learned_pos_embedding(table, cfg["width"], grid)
+    g = int(round(np.sqrt(params["pos_embedding"].shape[1] - 1)))
+    info["pos_embed"].update(kept=True, pos_embedding_grid=g)
+    logging.warning("Keeping the learned pos_embed as `pos_embedding` for a %dx%d grid "
+                    "(%d px at patch %d): train with config.model.pos_embed='learned' at "
+                    "that image size.", g, g, g * cfg["patch_size"], cfg["patch_size"])
+  elif table is not None and not info["pos_embed"]["sincos"]:
+    info["pos_embed"]["kept"] = False
+    logging.warning("Dropping the learned pos_embed (pos_embed='sincos'): the sin-cos "
+                    "table is used instead (fine-tune to adapt).")
   if scan:
     params = vit_lib.stack_block_params(params, cfg["depth"])
   return params, info

@@ -3,6 +3,7 @@
 Pure NumPy, both directions (the mapping itself is documented in
 `norface_jax.models.vit`): `vit_to_torch` / `vit_from_torch` for the ViT (timm keys),
 `moe_to_torch` for a MoE block (Flax paths as keys), `classifier_to_torch` for F_cla,
+`normalizer_{to,from}_torch` for F_nor,
 `deepfn_ae_{to,from}_torch` / `lenet_{to,from}_torch` for the DeepFN networks.
 Shape letters: D width, H heads, Dh head width, P patch, C channels.
 """
@@ -28,15 +29,72 @@ def _unscan(params: Mapping[str, Any]) -> Mapping[str, Any]:
   return vit_lib.unstack_block_params(params) if "blocks" in params else params
 
 
+def _attention_to_torch(attn: Mapping[str, Any], prefix: str) -> StateDict:
+  """Fused q/k/v `qkv` (D, 3, H, Dh) and `proj` (H, Dh, D) -> nn.Linear weights."""
+  qkv, proj = attn["qkv"], attn["proj"]
+  d = _np(proj["bias"]).shape[0]
+  return {prefix + "qkv.weight": _np(qkv["kernel"]).reshape(d, 3 * d).T,
+          prefix + "qkv.bias": _np(qkv["bias"]).reshape(3 * d),
+          prefix + "proj.weight": _np(proj["kernel"]).reshape(d, d).T,
+          prefix + "proj.bias": _np(proj["bias"])}
+
+
+def _attention_from_torch(g, prefix: str, num_heads: int) -> dict[str, Any]:
+  w = g(prefix + "proj.weight")
+  d = w.shape[0]
+  dh = d // num_heads
+  return {"qkv": {"kernel": g(prefix + "qkv.weight").T.reshape(d, 3, num_heads, dh),
+                  "bias": g(prefix + "qkv.bias").reshape(3, num_heads, dh)},
+          "proj": {"kernel": w.T.reshape(num_heads, dh, d), "bias": g(prefix + "proj.bias")}}
+
+
+def _norm_to_torch(norm: Mapping[str, Any], prefix: str) -> StateDict:
+  return {prefix + "weight": _np(norm["scale"]), prefix + "bias": _np(norm["bias"])}
+
+
+def _mlp_to_torch(mlp: Mapping[str, Any], prefix: str) -> StateDict:
+  out = {}
+  for fc in ("fc1", "fc2"):
+    out[f"{prefix}{fc}.weight"] = _np(mlp[fc]["kernel"]).T
+    out[f"{prefix}{fc}.bias"] = _np(mlp[fc]["bias"])
+  return out
+
+
+def _block_to_torch(blk: Mapping[str, Any], prefix: str) -> StateDict:
+  """A `vit.Block` -> timm's `blocks.{i}.` keys under `prefix`."""
+  return {**_norm_to_torch(blk["norm1"], prefix + "norm1."),
+          **_attention_to_torch(blk["attn"], prefix + "attn."),
+          **_norm_to_torch(blk["norm2"], prefix + "norm2."),
+          **_mlp_to_torch(blk["mlp"], prefix + "mlp.")}
+
+
+def _block_from_torch(g, prefix: str, num_heads: int) -> dict[str, Any]:
+  norm = lambda t: {"scale": g(t + "weight"), "bias": g(t + "bias")}
+  fc = lambda t: {"kernel": g(t + "weight").T, "bias": g(t + "bias")}
+  return {"norm1": norm(prefix + "norm1."),
+          "attn": _attention_from_torch(g, prefix + "attn.", num_heads),
+          "norm2": norm(prefix + "norm2."),
+          "mlp": {"fc1": fc(prefix + "mlp.fc1."), "fc2": fc(prefix + "mlp.fc2.")}}
+
+
 def vit_to_torch(params: Mapping[str, Any], image_size: int, prefix: str = "") -> StateDict:
-  """Flax ViT params -> timm-named state_dict (with the sin-cos `pos_embed` buffer)."""
+  """Flax ViT params -> timm-named state_dict.
+
+  `pos_embed` is the sin-cos buffer for `image_size`, or the learned `pos_embedding`
+  (resampled to the `image_size` grid if it was made for another).
+  """
   params = _unscan(params)
   kernel = _np(params["patch_embed"]["kernel"])  # (P, P, C, D)
   d = kernel.shape[-1]
   p = kernel.shape[0]
+  grid = (image_size // p,) * 2
+  if "pos_embedding" in params:
+    pos = vit_lib.resample_pos_embed(_np(params["pos_embedding"]), grid)
+  else:
+    pos = vit_lib.get_2d_sincos_pos_embed(d, grid)[None]
   out = {
       "cls_token": _np(params["cls"]),
-      "pos_embed": vit_lib.get_2d_sincos_pos_embed(d, (image_size // p,) * 2)[None],
+      "pos_embed": pos,
       "patch_embed.proj.weight": kernel.transpose(3, 2, 0, 1),
       "patch_embed.proj.bias": _np(params["patch_embed"]["bias"]),
       "norm.weight": _np(params["norm"]["scale"]),
@@ -44,49 +102,30 @@ def vit_to_torch(params: Mapping[str, Any], image_size: int, prefix: str = "") -
   }
   depth = sum(1 for k in params if k.startswith("block_"))
   for i in range(depth):
-    blk, t = params[f"block_{i}"], f"blocks.{i}."
-    qkv, proj = blk["attn"]["qkv"], blk["attn"]["proj"]
-    out.update({
-        t + "norm1.weight": _np(blk["norm1"]["scale"]), t + "norm1.bias": _np(blk["norm1"]["bias"]),
-        t + "attn.qkv.weight": _np(qkv["kernel"]).reshape(d, 3 * d).T,
-        t + "attn.qkv.bias": _np(qkv["bias"]).reshape(3 * d),
-        t + "attn.proj.weight": _np(proj["kernel"]).reshape(d, d).T,
-        t + "attn.proj.bias": _np(proj["bias"]),
-        t + "norm2.weight": _np(blk["norm2"]["scale"]), t + "norm2.bias": _np(blk["norm2"]["bias"]),
-        t + "mlp.fc1.weight": _np(blk["mlp"]["fc1"]["kernel"]).T,
-        t + "mlp.fc1.bias": _np(blk["mlp"]["fc1"]["bias"]),
-        t + "mlp.fc2.weight": _np(blk["mlp"]["fc2"]["kernel"]).T,
-        t + "mlp.fc2.bias": _np(blk["mlp"]["fc2"]["bias"]),
-    })
+    out.update(_block_to_torch(params[f"block_{i}"], f"blocks.{i}."))
   return {prefix + k: np.array(v, np.float32, order="C") for k, v in out.items()}
 
 
-def vit_from_torch(sd: Mapping[str, np.ndarray], num_heads: int) -> dict[str, Any]:
-  """timm-named ViT tensors (no prefix; `pos_embed`, heads etc. already removed) -> Flax."""
+def vit_from_torch(sd: Mapping[str, np.ndarray], num_heads: int,
+                   pos_embed: str = "sincos") -> dict[str, Any]:
+  """timm-named ViT tensors (no prefix; heads etc. already removed) -> Flax.
+
+  `pos_embed="learned"` keeps `pos_embed` (1, 1 + G*G, D) as `pos_embedding`; with
+  "sincos" it is ignored (the Flax ViT computes its table).
+  """
   g = lambda k: _np(sd[k])
   w = g("patch_embed.proj.weight")  # (D, C, P, P)
   d = w.shape[0]
-  dh = d // num_heads
   params = {
       "cls": g("cls_token").reshape(1, 1, d),
       "patch_embed": {"kernel": w.transpose(2, 3, 1, 0), "bias": g("patch_embed.proj.bias")},
       "norm": {"scale": g("norm.weight"), "bias": g("norm.bias")},
   }
+  if pos_embed == "learned":
+    params["pos_embedding"] = g("pos_embed").reshape(1, -1, d)
   depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
   for i in range(depth):
-    t = f"blocks.{i}."
-    params[f"block_{i}"] = {
-        "norm1": {"scale": g(t + "norm1.weight"), "bias": g(t + "norm1.bias")},
-        "attn": {
-            "qkv": {"kernel": g(t + "attn.qkv.weight").T.reshape(d, 3, num_heads, dh),
-                    "bias": g(t + "attn.qkv.bias").reshape(3, num_heads, dh)},
-            "proj": {"kernel": g(t + "attn.proj.weight").T.reshape(num_heads, dh, d),
-                     "bias": g(t + "attn.proj.bias")},
-        },
-        "norm2": {"scale": g(t + "norm2.weight"), "bias": g(t + "norm2.bias")},
-        "mlp": {"fc1": {"kernel": g(t + "mlp.fc1.weight").T, "bias": g(t + "mlp.fc1.bias")},
-                "fc2": {"kernel": g(t + "mlp.fc2.weight").T, "bias": g(t + "mlp.fc2.bias")}},
-    }
+    params[f"block_{i}"] = _block_from_torch(g, f"blocks.{i}.", num_heads)
   return params
 
 
@@ -224,3 +263,48 @@ def lenet_to_torch(params: Mapping[str, Any]) -> StateDict:
 def lenet_from_torch(sd: Mapping[str, Any]) -> dict[str, Any]:
   """Twin `LeNet5` state_dict -> Flax LeNet-5 params."""
   return _layers_from_torch(sd, {"dense_0": int(np.shape(sd["conv_1.weight"])[0])}, {})
+
+
+# ----------------------------------------------------------------------------------------
+# F_nor (`norface_jax.torch_twins.normalizer`): the encoder with timm keys under
+# `encoder.`; the EMM's fused attention as nn.Linear `emm.qkv` / `emm.proj`, its
+# `emm.norm_fu`, `emm.mlp_fu.fc{1,2}`, timm blocks `emm.blocks.{i}.` and `emm.norm`; the
+# decoder convs under their Flax names (`decoder.up0_conv1.weight`, OIHW).
+
+def normalizer_to_torch(params: Mapping[str, Any], image_size: int) -> StateDict:
+  """F_nor params {encoder, emm, decoder} -> `torch_twins.NorfaceNormalizer` state_dict."""
+  unknown = set(params) - {"encoder", "emm", "decoder"}
+  if unknown:
+    raise KeyError(f"F_nor params with no PyTorch mapping: {sorted(unknown)}")
+  out = vit_to_torch(params["encoder"], image_size, prefix="encoder.")
+  emm = params["emm"]
+  depth = sum(1 for k in emm if k.startswith("block_"))
+  unknown = set(emm) - {"qkv", "proj", "norm_fu", "mlp_fu", "norm"} - {
+      f"block_{i}" for i in range(depth)}
+  if unknown:
+    raise KeyError(f"EMM params with no PyTorch mapping: {sorted(unknown)}")
+  emm_sd = {**_attention_to_torch(emm, "emm."),
+            **_norm_to_torch(emm["norm_fu"], "emm.norm_fu."),
+            **_mlp_to_torch(emm["mlp_fu"], "emm.mlp_fu."),
+            **_norm_to_torch(emm["norm"], "emm.norm.")}
+  for i in range(depth):
+    emm_sd.update(_block_to_torch(emm[f"block_{i}"], f"emm.blocks.{i}."))
+  out.update({k: np.array(v, np.float32, order="C") for k, v in emm_sd.items()})
+  out.update(_layers_to_torch(params["decoder"], {}, {}, "decoder."))
+  return out
+
+
+def normalizer_from_torch(sd: Mapping[str, Any], num_heads: int) -> dict[str, Any]:
+  """`NorfaceNormalizer` state_dict -> Flax F_nor params."""
+  sub = lambda prefix: {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+  g = lambda k: _np(sd[k])
+  emm = _attention_from_torch(g, "emm.", num_heads)
+  emm["norm_fu"] = {"scale": g("emm.norm_fu.weight"), "bias": g("emm.norm_fu.bias")}
+  emm["mlp_fu"] = {fc: {"kernel": g(f"emm.mlp_fu.{fc}.weight").T,
+                        "bias": g(f"emm.mlp_fu.{fc}.bias")} for fc in ("fc1", "fc2")}
+  emm["norm"] = {"scale": g("emm.norm.weight"), "bias": g("emm.norm.bias")}
+  blocks = {int(k.split(".")[2]) for k in sd if k.startswith("emm.blocks.")}
+  for i in sorted(blocks):
+    emm[f"block_{i}"] = _block_from_torch(g, f"emm.blocks.{i}.", num_heads)
+  return {"encoder": vit_from_torch(sub("encoder."), num_heads), "emm": emm,
+          "decoder": _layers_from_torch(sub("decoder."), {}, {})}

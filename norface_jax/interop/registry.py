@@ -1,6 +1,6 @@
 """Exportable networks: how each is restored from a workdir, described and converted.
 
-Adding a network (F_nor, ...) is one `register(...)` call here naming its PyTorch
+Adding a network is one `register(...)` call here naming its PyTorch
 twin class (in `norface_jax.torch_twins.TWINS`), a key mapping
 (`norface_jax.interop.keymap`) and how to restore it from a workdir whose
 `config.stage` it handles. Networks trained outside a workdir (the DeepFN autoencoder
@@ -90,7 +90,8 @@ def _restore_cla(config, workdir: str, which: str, step: int | None) -> Restored
                 num_outputs=setup.task.num_outputs, streams=list(m.streams),
                 use_input_moe=m.use_input_moe, use_output_moe=m.use_output_moe,
                 num_experts=m.num_experts, top_k=m.top_k,
-                expert_hidden=m.expert_hidden or None, pool=m.pool)
+                expert_hidden=m.expert_hidden or None, pool=m.pool,
+                pos_embed=m.get("pos_embed", "sincos"))
   model = setup.model.clone(dtype=np.float32)
 
   def apply(*images):
@@ -123,12 +124,41 @@ def _restore_mae_encoder(config, workdir: str, which: str, step: int | None) -> 
                                   std=mae_trainer.IMAGE_STD.tolist(), scale=1 / 255.0))
 
 
+def _restore_nor(config, workdir: str, which: str, step: int | None) -> Restored:
+  """The generator F_nor (`GanState.g_params`) of a stage-1 workdir."""
+  from norface_jax.models import normalizer as normalizer_lib
+  from norface_jax.training import checkpointing, stage1
+  config = _single_mesh(config)
+  setup = stage1.Setup(config)
+  state, step = checkpointing.restore_state_only(_checkpoint_dir(workdir, which),
+                                                 setup.restore_target(), step)
+  params = jax.device_get(state.g_params)
+  m = config.model
+  kwargs = dict(encoder=m.encoder, img_size=config.data.image_size,
+                decoder_channels=[int(c) for c in m.decoder_channels], emm_depth=m.emm_depth)
+  model = setup.gen.clone(dtype=np.float32, remat=False)
+
+  def apply(image_o, image_t):
+    return _nhwc_to_nchw(model.apply({"params": params}, image_o, image_t, train=False))
+
+  # Inputs and output are RGB in [0, 1]; the network applies the MAE mean/std itself.
+  preprocess = dict(scale=1 / 255.0, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0],
+                    range=[0.0, 1.0], output="NCHW RGB in [0, 1]",
+                    normalized_inside=dict(mean=normalizer_lib.MAE_MEAN.tolist(),
+                                           std=normalizer_lib.MAE_STD.tolist()))
+  return Restored(params, int(step), kwargs, apply, ("image_o", "image_t"),
+                  config.data.image_size, preprocess=preprocess)
+
+
 register(Exportable(
     name="cla", twin_class="NorfaceClassifier", stages=("cla",), restore=_restore_cla,
     state_dict=lambda r: keymap.classifier_to_torch(r.params, r.image_size)))
 register(Exportable(
     name="vit", twin_class="VisionTransformer", stages=("mae",), restore=_restore_mae_encoder,
     state_dict=lambda r: keymap.vit_to_torch(r.params, r.image_size)))
+register(Exportable(
+    name="nor", twin_class="NorfaceNormalizer", stages=("nor",), restore=_restore_nor,
+    state_dict=lambda r: keymap.normalizer_to_torch(r.params, r.image_size)))
 
 
 # ----------------------------------------------------------------------------------------

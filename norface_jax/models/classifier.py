@@ -39,7 +39,8 @@ class NorfaceClassifier(nn.Module):
       (D for M_i, S*D for M_o).
     pool: "cls" token or "gap" (mean of patch tokens after the final norm).
     router_noise, renormalize_gates, dispatch, moe_residual: see MoEBlock.
-    dtype / param_dtype / remat / scan / dropout_rate / drop_path_rate: ViT.
+    dtype / param_dtype / remat / scan / dropout_rate / drop_path_rate /
+      pos_embed: ViT.
   """
   encoder: str = "B/16"
   num_outputs: int = 12
@@ -60,6 +61,7 @@ class NorfaceClassifier(nn.Module):
   scan: bool = False
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
+  pos_embed: str = "sincos"
 
   def setup(self):
     for s in self.streams:
@@ -69,7 +71,7 @@ class NorfaceClassifier(nn.Module):
       raise ValueError(f"Unknown pool {self.pool!r}.")
     self.vit = ViT(self.encoder, self.dtype, self.param_dtype, self.remat,
                    self.scan, self.dropout_rate, self.drop_path_rate,
-                   name="encoder")
+                   self.pos_embed, name="encoder")
     moe = lambda name: MoEBlock(
         self.num_experts, self.top_k, self.expert_hidden, self.router_noise,
         self.renormalize_gates, self.dispatch, self.moe_residual, self.dtype,

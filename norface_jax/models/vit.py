@@ -22,8 +22,14 @@ Parameter mapping (Flax path (shape) <- timm key; `.T` a transpose; i a block):
   block_i/mlp/fc2/kernel (M, D)    <- blocks.i.mlp.fc2.weight.T  (bias: .bias)
   norm/{scale,bias}                <- norm.{weight,bias}
 
-The position embedding is MAE's fixed 2-D sin-cos table (not a parameter here;
-MAE stores it as a frozen `pos_embed` buffer, the importer may check it).
+The position embedding is MAE's fixed 2-D sin-cos table by default (not a parameter
+here; MAE stores it as a frozen `pos_embed` buffer, the importer may check it). With
+`pos_embed="learned"` (timm's supervised ViTs) it is a parameter:
+
+  pos_embedding (1, 1 + G*G, D)    <- pos_embed  (G: the grid of the init input)
+
+resampled for another input grid like timm's `resample_abs_pos_embed` (the cls row kept,
+the patch rows bicubic, antialiased: `resample_pos_embed`).
 
 With `scan=True` the blocks live under one `blocks/...` subtree whose leaves have
 a leading layer axis L (logical name 'layers'), e.g. `blocks/attn/qkv/kernel` is
@@ -99,6 +105,55 @@ def get_2d_sincos_pos_embed(dim: int, grid_hw: tuple[int, int],
   if cls_token:
     emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
   return emb.astype(np.float32)
+
+
+def _cubic_kernel(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+  x = np.abs(x)
+  return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                  np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+def bicubic_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) weights of PyTorch's antialiased bicubic resize along one axis.
+
+  `F.interpolate(mode="bicubic", antialias=True, align_corners=False)`, what timm's
+  `resample_abs_pos_embed` calls: Keys cubic (a = -0.5) stretched by the scale when
+  shrinking, taps outside the input dropped and the rest renormalised (as PIL).
+  """
+  scale = n_in / n_out
+  support = 2.0 * max(scale, 1.0)
+  inv = 1.0 / max(scale, 1.0)
+  w = np.zeros((n_out, n_in))
+  for i in range(n_out):
+    center = scale * (i + 0.5)
+    lo = max(int(center - support + 0.5), 0)
+    hi = min(int(center + support + 0.5), n_in)
+    k = _cubic_kernel((np.arange(lo, hi) - center + 0.5) * inv)
+    w[i, lo:hi] = k / k.sum()
+  return w
+
+
+def resample_pos_embed(pos_1nd, grid_hw: tuple[int, int]):
+  """A (1, 1 + g*g, D) table (square grid g, cls row first) -> (1, 1 + gh*gw, D).
+
+  The patch rows are resized as an image (`bicubic_resize_matrix`), the cls row kept.
+  NumPy in, NumPy out (float32); a JAX array in, a JAX array out.
+  """
+  n, d = pos_1nd.shape[1], pos_1nd.shape[2]
+  g = int(round(np.sqrt(n - 1)))
+  if g * g != n - 1:
+    raise ValueError(f"position table of {n} rows is not 1 + a square grid")
+  if (g, g) == tuple(grid_hw):
+    return pos_1nd
+  mh = bicubic_resize_matrix(g, grid_hw[0])
+  mw = bicubic_resize_matrix(g, grid_hw[1])
+  if isinstance(pos_1nd, np.ndarray):
+    grid = np.einsum("oh,pw,hwd->opd", mh, mw, pos_1nd[0, 1:].reshape(g, g, d).astype(np.float64))
+    return np.concatenate([pos_1nd[:, :1], grid.reshape(1, -1, d).astype(pos_1nd.dtype)], axis=1)
+  grid = jnp.einsum("oh,pw,hwd->opd", mh.astype(np.float32), mw.astype(np.float32),
+                    pos_1nd[0, 1:].reshape(g, g, d).astype(jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+  return jnp.concatenate([pos_1nd[:, :1], grid.reshape(1, -1, d).astype(pos_1nd.dtype)], axis=1)
 
 
 def _drop_path(x, rate: float, deterministic: bool, module: nn.Module):
@@ -210,6 +265,8 @@ class ViT(nn.Module):
     dropout_rate / drop_path_rate: timm's proj/mlp dropout and stochastic
       depth (the same drop-path rate in every block when scanned; a linear
       ramp 0..rate over depth otherwise, as timm).
+    pos_embed: "sincos" (MAE's fixed table, no parameter) or "learned" (a
+      `pos_embedding` parameter for the init input's grid, resampled for others).
   """
   variant: str = "B/16"
   dtype: Dtype = jnp.float32
@@ -218,6 +275,7 @@ class ViT(nn.Module):
   scan: bool = False
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
+  pos_embed: str = "sincos"
 
   @nn.compact
   def __call__(self, images_bhwc: jax.Array, *, train: bool) -> jax.Array:
@@ -240,8 +298,7 @@ class ViT(nn.Module):
                      (1, 1, d), self.param_dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x],
                         axis=1)
-    pos = get_2d_sincos_pos_embed(d, (h // p, w // p), cls_token=True)
-    x = x + jnp.asarray(pos, x.dtype)[None]
+    x = x + self._position_table(d, (h // p, w // p)).astype(x.dtype)
     x = nn.Dropout(self.dropout_rate)(x, not train)
 
     kw = dict(num_heads=cfg["num_heads"], mlp_dim=cfg["mlp_dim"],
@@ -264,6 +321,23 @@ class ViT(nn.Module):
         rate = self.drop_path_rate * i / max(depth - 1, 1)
         x = block_cls(drop_path_rate=rate, name=f"block_{i}", **kw)(x, train)
     return _layer_norm("norm", self.dtype, self.param_dtype)(x)
+
+  def _position_table(self, d: int, grid_hw: tuple[int, int]) -> jax.Array:
+    """(1, 1 + gh*gw, D): the sin-cos table, or the learned one resampled to the grid."""
+    if self.pos_embed == "sincos":
+      return jnp.asarray(get_2d_sincos_pos_embed(d, grid_hw, cls_token=True))[None]
+    if self.pos_embed != "learned":
+      raise ValueError(f"Unknown pos_embed {self.pos_embed!r}; expected 'sincos' or 'learned'.")
+    n = 1 + grid_hw[0] * grid_hw[1]
+    shape = (1, n, d)  # Created for this grid; a stored table keeps its own.
+    if self.has_variable("params", "pos_embedding"):
+      shape = np.shape(nn.unbox(self.get_variable("params", "pos_embedding")))
+    table = self.param("pos_embedding", nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, None, "embed")), shape, self.param_dtype)
+    if table.shape[1] == n and (grid_hw[0] == grid_hw[1] or
+                                round(np.sqrt(n - 1)) ** 2 != n - 1):
+      return table
+    return resample_pos_embed(table, grid_hw)
 
 
 def _xavier_conv(key, shape, dtype=jnp.float32):

@@ -20,11 +20,13 @@ from torch import nn
 from norface_jax.torch_twins.classifier import NorfaceClassifier
 from norface_jax.torch_twins.deepfn import DeepFNAutoEncoder, LeNet5
 from norface_jax.torch_twins.moe import MoEBlock
+from norface_jax.torch_twins.normalizer import NorfaceNormalizer
 from norface_jax.torch_twins.vit import VisionTransformer, sincos_pos_embed
 
 TWINS: dict[str, type[nn.Module]] = {
     "VisionTransformer": VisionTransformer,
     "NorfaceClassifier": NorfaceClassifier,
+    "NorfaceNormalizer": NorfaceNormalizer,
     "DeepFNAutoEncoder": DeepFNAutoEncoder,
     "LeNet5": LeNet5,
 }

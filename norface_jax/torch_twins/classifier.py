@@ -25,7 +25,8 @@ class NorfaceClassifier(nn.Module):
                streams: Sequence[str] = STREAMS, use_input_moe: bool = True,
                use_output_moe: bool = True, num_experts: int = 4, top_k: int = 2,
                expert_hidden: int | None = None, pool: str = "cls",
-               moe_residual: bool = True, renormalize_gates: bool = False):
+               moe_residual: bool = True, renormalize_gates: bool = False,
+               pos_embed: str = "sincos"):
     super().__init__()
     for s in streams:
       if s not in STREAMS:
@@ -35,7 +36,7 @@ class NorfaceClassifier(nn.Module):
     self.streams, self.pool = tuple(streams), pool
     self.use_input_moe, self.use_output_moe = use_input_moe, use_output_moe
     d = decode_variant(encoder)["embed_dim"]
-    self.encoder = VisionTransformer(encoder, img_size)
+    self.encoder = VisionTransformer(encoder, img_size, pos_embed=pos_embed)
     moe = lambda width: MoEBlock(width, num_experts, top_k, expert_hidden, moe_residual,
                                  renormalize_gates)
     if use_input_moe:

@@ -7,7 +7,10 @@ Shape letters: B batch, N tokens (1 + patches), D width, H heads, Dh head width.
 
 `pos_embed` is MAE's fixed 2-D sin-cos table for `img_size`, stored as a buffer
 so that the state_dict carries it as timm/MAE do; another input size recomputes
-the table for its grid (exactly what the JAX model does).
+the table for its grid (exactly what the JAX model does). With
+`pos_embed="learned"` it is a parameter (1, 1 + G*G, D), G = img_size / patch, and
+another grid resamples it as timm's `resample_abs_pos_embed` (cls row kept, patch
+rows `F.interpolate(mode="bicubic", antialias=True)`), as the JAX model does.
 """
 
 from __future__ import annotations
@@ -37,6 +40,21 @@ def decode_variant(variant: str) -> dict[str, int]:
   width, depth, heads = VARIANTS[name]
   return dict(embed_dim=width, depth=depth, num_heads=heads, mlp_dim=4 * width,
               patch_size=int(patch))
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+  """(1, 1 + g*g, D) (square grid, cls row first) -> (1, 1 + gh*gw, D), like timm."""
+  n, d = pos_embed.shape[1], pos_embed.shape[2]
+  g = int(round((n - 1) ** 0.5))
+  if g * g != n - 1:
+    raise ValueError(f"position table of {n} rows is not 1 + a square grid")
+  if (g, g) == (grid_h, grid_w):
+    return pos_embed
+  grid = pos_embed[:, 1:].float().reshape(1, g, g, d).permute(0, 3, 1, 2)
+  grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", antialias=True,
+                       align_corners=False)
+  grid = grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, d).to(pos_embed.dtype)
+  return torch.cat([pos_embed[:, :1], grid], dim=1)
 
 
 def sincos_pos_embed(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -111,15 +129,22 @@ class Block(nn.Module):
 class VisionTransformer(nn.Module):
   """The project's ViT encoder: NCHW images -> all tokens after `norm` (B, 1+N, D)."""
 
-  def __init__(self, variant: str = "B/16", img_size: int = 224, in_chans: int = 3):
+  def __init__(self, variant: str = "B/16", img_size: int = 224, in_chans: int = 3,
+               pos_embed: str = "sincos"):
     super().__init__()
+    if pos_embed not in ("sincos", "learned"):
+      raise ValueError(f"Unknown pos_embed {pos_embed!r}; expected 'sincos' or 'learned'.")
     cfg = decode_variant(variant)
-    self.variant, self.img_size = variant, img_size
+    self.variant, self.img_size, self.learned_pos = variant, img_size, pos_embed == "learned"
     self.patch_size, self.embed_dim = cfg["patch_size"], cfg["embed_dim"]
     grid = img_size // self.patch_size
     self.patch_embed = PatchEmbed(self.patch_size, in_chans, self.embed_dim)
     self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
-    self.register_buffer("pos_embed", sincos_pos_embed(self.embed_dim, grid, grid)[None])
+    table = sincos_pos_embed(self.embed_dim, grid, grid)[None]
+    if self.learned_pos:
+      self.pos_embed = nn.Parameter(torch.zeros_like(table))
+    else:
+      self.register_buffer("pos_embed", table)
     self.blocks = nn.ModuleList(
         Block(self.embed_dim, cfg["num_heads"], cfg["mlp_dim"]) for _ in range(cfg["depth"]))
     self.norm = nn.LayerNorm(self.embed_dim, eps=1e-6)
@@ -127,6 +152,8 @@ class VisionTransformer(nn.Module):
   def _pos_embed(self, gh: int, gw: int, x: torch.Tensor) -> torch.Tensor:
     if self.pos_embed.shape[1] == 1 + gh * gw and gh == gw:
       return self.pos_embed.to(x.dtype)
+    if self.learned_pos:
+      return resample_pos_embed(self.pos_embed, gh, gw).to(x.dtype)
     return sincos_pos_embed(self.embed_dim, gh, gw)[None].to(x.device, x.dtype)
 
   def forward(self, images_nchw: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,8 @@ def make_model(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> nn.Mo
       use_input_moe=m.use_input_moe, use_output_moe=m.use_output_moe,
       num_experts=m.num_experts, top_k=m.top_k, expert_hidden=m.expert_hidden or None,
       pool=m.pool, router_noise=m.router_noise, dispatch=m.dispatch,
-      remat=m.remat, scan=m.scan, dtype=jnp.dtype(config.dtype))
+      remat=m.remat, scan=m.scan, pos_embed=m.get("pos_embed", "sincos"),
+      dtype=jnp.dtype(config.dtype))
 
 
 def uses_normalized(config: ml_collections.ConfigDict) -> bool:
@@ -244,12 +245,19 @@ def load_pretrained(state: optim.TrainState, path: str, key: str) -> optim.Train
   missing = [jax.tree_util.keystr(p) for p, _ in flat_dst if p not in flat_src]
   if missing:
     raise KeyError(f"init_from {path}: parameters missing: {missing[:5]}...")
+  unused = sorted(set(map(jax.tree_util.keystr, flat_src))
+                  - {jax.tree_util.keystr(p) for p, _ in flat_dst})
+  if unused:  # E.g. a learned `pos_embedding` while config.model.pos_embed="sincos".
+    logging.warning("init_from %s: checkpoint parameters the model has no place for, "
+                    "ignored: %s", path, unused[:5])
   new_leaves = []
   for p, leaf in flat_dst:
     value = flat_src[p]
     if value.shape != leaf.shape:
       raise ValueError(f"init_from {path}: {jax.tree_util.keystr(p)} has shape {value.shape}, "
-                       f"model expects {leaf.shape}")
+                       f"model expects {leaf.shape}" + (
+                           " (re-import with --image_size=config.data.image_size)"
+                           if "pos_embedding" in jax.tree_util.keystr(p) else ""))
     new_leaves.append(jax.device_put(np.asarray(value, leaf.dtype), leaf.sharding))
   params = dict(state.params)
   params[key] = jax.tree_util.tree_unflatten(jax.tree.structure(dst), new_leaves)

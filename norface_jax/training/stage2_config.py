@@ -75,6 +75,7 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       dispatch="dense",           # dense | gather.
       remat=False,
       scan=False,
+      pos_embed="sincos",         # sincos (MAE) | learned (imported timm ViTs).
   )
   c.dtype = "float32"             # Compute dtype; parameters stay float32.
   c.loss = dict(lambda_imp=1e-3, lambda_gl=1e-3, label_smoothing=0.0)
