@@ -2,29 +2,24 @@ r"""SynthFACS perception networks for the stage-1 losses (trained from ground tr
 
   python launch/train.py --config=configs/perception_synthfacs.py --workdir=workdirs/perception
 
-then point stage 1 at it: `--config=configs/stage1_synthfacs.py:perception_dir=workdirs/perception`.
-Args: preset=bp4d, size=64, steps=N, frames=F (frames per subject), batch=B.
+then point stage 1 at it: `--config=configs/normalizer.py:synthetic,runlocal,perception_dir=workdirs/perception`
+(without `perception_dir`, a synthetic stage-1 run trains them itself under its workdir).
+Args: preset=bp4d, size=64, steps=N, frames=F (frames per subject), batch=B,
+eval_head=gap|flatten (the independent AU regressor's head), lr=1e-3,
+schedule=cosine|constant.
+
+At the end the networks are measured on unseen faces (`perception_train.evaluate`,
+written to `<workdir>/quality.json`): AU ICC of the expression network and of the
+independent AU regressor, landmark RMSE, eyebrow r, identity accuracy.
 """
 
-import ml_collections
-
 from norface_jax.configlib import parse_arg
+from norface_jax.training import perception_train
 
 
 def get_config(arg=None):
-  a = parse_arg(arg, preset="bp4d", size=64, steps=600, frames=24, batch=64)
-  c = ml_collections.ConfigDict()
-  c.stage = "perception"
-  c.seed = 0
-  c.data = dict(dataset=a.preset, synthetic=True, preset=a.preset, fold=0, seed=0,
-                image_size=a.size, frames_per_subject=a.frames, identity_bias=1.0)
-  c.nets = dict(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), id_dim=64, exp_dim=32,
-                vgg_cfg=(16, 16, "M", 32, 32, "M", 64, 64, "M", 128, 128),
-                eval_cfg=(32, "M", 64, "M", 128, "M", 128))
-  c.input = dict(batch_size=a.batch, workers=0, prefetch=2)
-  c.optim = dict(lr=1e-3)
-  c.total_steps = a.steps
-  c.log_every = 50
-  c.checkpoint_every = 200
-  c.mesh = (("data", -1),)
-  return c
+  a = parse_arg(arg, preset="bp4d", size=64, steps=600, frames=24, batch=64,
+                eval_head="gap", lr=1e-3, schedule="cosine")
+  return perception_train.synthfacs_config(
+      preset=a.preset, size=a.size, steps=a.steps, frames=a.frames, batch=a.batch,
+      eval_head=a.eval_head, lr=a.lr, schedule=a.schedule)

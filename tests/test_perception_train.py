@@ -19,7 +19,14 @@ def test_perception_train_and_load(tmp_path):
   c.nets.eval_cfg = (8, "M", 16)
   c.log_every = 1
   c.mesh = (("data", 8),)
-  perception_train.train_and_evaluate(c, str(tmp_path))
+  result = perception_train.train_and_evaluate(c, str(tmp_path))
+  # The quality of the networks on unseen faces is measured at the end (quality.json).
+  q = result["quality"]
+  for k in ("expression/icc", "eval_au/icc", "landmarks/rmse_px", "eyebrow/pearson",
+            "identity/accuracy_heldout_frames", "eval_id/accuracy_heldout_frames"):
+    assert np.isfinite(q[k]), k
+  assert 0.0 <= q["identity/accuracy_heldout_frames"] <= 1.0
+  assert q["n_test"] == 14  # bp4d fold 0: 14 test subjects x 1 frame
   logs = [row for row in writers.read_jsonl(str(tmp_path)) if "training_loss" in row]
   for k in ("loss/identity", "loss/landmarks", "loss/expression", "loss/eyebrow", "loss/vgg_id",
             "loss/eval_au", "loss/eval_id"):
@@ -32,3 +39,27 @@ def test_perception_train_and_load(tmp_path):
   assert f["landmarks"](nets.variables["landmarks"], x).shape == (2, 68, 2)
   assert f["eyebrow"](nets.variables["eyebrow"], x).shape == (2, 4)
   assert len(nets.meta["subjects"]) == 27  # bp4d fold 0 training subjects
+
+
+def test_synthetic_stage1_trains_its_perception_nets_once(tmp_path, monkeypatch):
+  """A `synthetic` stage-1 config without perception_dir trains them under the workdir,
+  and reuses them on the next call (a resumed or repeated run) instead of retraining."""
+  from norface_jax.training import stage1
+  s1 = configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":synthetic,runlocal")
+  assert s1.perception_dir == "" and s1.perception.data.image_size == s1.data.image_size
+  calls = []
+  monkeypatch.setattr(perception_train, "train_and_evaluate",
+                      lambda c, w: calls.append((c.total_steps, w)) or _fake_trained(w, c))
+  got = stage1.ensure_perception(s1, str(tmp_path))
+  assert got.perception_dir == str(tmp_path / "perception") and s1.perception_dir == ""
+  assert calls == [(s1.perception.total_steps, str(tmp_path / "perception"))]
+  stage1.ensure_perception(s1, str(tmp_path))
+  assert len(calls) == 1  # Already trained: reused.
+  explicit = configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py")
+                                   + ":synthetic,runlocal,perception_dir=P")
+  assert stage1.ensure_perception(explicit, str(tmp_path)).perception_dir == "P"
+
+
+def _fake_trained(workdir, c):
+  os.makedirs(os.path.join(workdir, "checkpoints", str(c.total_steps)))
+  open(os.path.join(workdir, "perception.json"), "w").write("{}")

@@ -1,6 +1,8 @@
 """normalize_source writes the paired layout that stage 2's `precomputed` mode reads."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +75,10 @@ def test_online_normalization_equals_precomputed(tmp_path):
   fused with other work and sharded differently, so a few pixels round to the
   neighbouring uint8 level (measured: parameters agree to 3e-5 relative)."""
   from norface_jax.training import stage1
-  s1 = configlib.load_config(os.path.join(ROOT, "configs", "stage1_synthfacs.py")
-                             + ":perception_dir=random,steps=1")
+  # The issue's commands: configs/normalizer.py:synthetic,runlocal, then launch/normalize.py.
+  s1 = configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py")
+                             + ":synthetic,runlocal,perception_dir=random,steps=1")
+  assert s1.target == "synthfacs:F003" and s1.loss.lambda_rec == 100.0  # SynthFACS calibration
   s1.data.frames_per_subject = 2
   s1.input.batch_size = 8
   s1.input.eval_batch_size = 8
@@ -96,7 +100,12 @@ def test_online_normalization_equals_precomputed(tmp_path):
 
   online = stage2_config(f",norm=online,stage1={s1_dir}")
   out = str(tmp_path / "norm")
-  normalize.normalize_dataset(s1_dir, s1.target, out, data_config=online.data)
+  cmd = [sys.executable, os.path.join(ROOT, "launch", "normalize.py"), f"--checkpoint={s1_dir}",
+         f"--out={out}", "--config=" + os.path.join(ROOT, "configs", "bp4d_au.py") + ":synthetic,runlocal",
+         "--config.data.frames_per_subject=2", "--batch_size=16"]
+  subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)  # target: the config's F003
+  np.testing.assert_array_equal(  # The default target is the stage-1 config's.
+      load_image(os.path.join(out, "_target.png")), normalize.load_target(s1.target, s1.data)[0])
   pre = stage2_config(f",norm=precomputed,normalized_dir={out}")
   a = stage2.train_and_evaluate(online, str(tmp_path / "online"))
   b = stage2.train_and_evaluate(pre, str(tmp_path / "pre"))

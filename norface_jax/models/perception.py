@@ -184,10 +184,16 @@ class VGGWithHeads(nn.Module):
 
 
 class ConvClassifier(nn.Module):
-  """VGG-style conv stack, global average pool, linear output (evaluation networks)."""
+  """VGG-style conv stack and a linear output (evaluation networks).
+
+  head="gap" averages the last map over positions (translation invariant);
+  head="flatten" reads the whole map, so the output can depend on where a feature
+  is (an AU stroke at the mouth corner vs the brow), which small AU regressors need.
+  """
   cfg: Sequence[Any] = (32, "M", 64, "M", 128, "M", 128)
   num_outputs: int = 1
   input_size: int | None = None
+  head: str = "gap"
 
   @nn.compact
   def __call__(self, x01: jax.Array, train: bool = False) -> jax.Array:
@@ -198,7 +204,13 @@ class ConvClassifier(nn.Module):
         x = nn.max_pool(x, (2, 2), (2, 2))
       else:
         x = nn.relu(nn.Conv(int(v), (3, 3), padding=1, name=f"conv_{i}")(x))
-    return nn.Dense(self.num_outputs, name="out")(jnp.mean(x, axis=(1, 2)))
+    if self.head == "gap":
+      x = jnp.mean(x, axis=(1, 2))
+    elif self.head == "flatten":
+      x = x.reshape(x.shape[0], -1)
+    else:
+      raise ValueError(f"ConvClassifier head={self.head!r}: expected 'gap' or 'flatten'")
+    return nn.Dense(self.num_outputs, name="out")(x)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,14 +113,18 @@ def normalize_source(source: Any, normalize_fn: Callable[[jax.Array], jax.Array]
   return {"written": float(written), "seconds": elapsed, "images_per_sec": steady}
 
 
-def normalize_dataset(checkpoint: str, target: str, out_dir: str, *, data_config: Any = None,
+def normalize_dataset(checkpoint: str, target: str | None, out_dir: str, *, data_config: Any = None,
                       splits=("train", "test"), batch_size: int = 64,
                       max_items: int = 0) -> dict[str, dict[str, float]]:
-  """`launch/normalize.py`: every split of a dataset through a stage-1 workdir's F_nor."""
+  """`launch/normalize.py`: every split of a dataset through a stage-1 workdir's F_nor.
+
+  `target` None: the fixed target face of the stage-1 config (`config.target`).
+  """
   import ml_collections
   from norface_jax.data import registry
   from norface_jax.training import stage1
   config, generator, params, step = stage1.load_generator(checkpoint)
+  target = target or config.target
   data = ml_collections.ConfigDict(dict(data_config if data_config is not None else config.data))
   data.normalization = "none"
   target_data = ml_collections.ConfigDict(dict(config.data))

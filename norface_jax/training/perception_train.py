@@ -31,7 +31,10 @@ import optax
 from absl import logging
 
 from norface_jax.data import pipeline
+from norface_jax.data.synthfacs import generate
+from norface_jax.data.synthfacs import presets as presets_lib
 from norface_jax.data.synthfacs import source as synth_source
+from norface_jax.evaluation import metrics as metrics_lib
 from norface_jax.models import perception
 from norface_jax.training import checkpointing, sharding, writers
 from norface_jax.training import stage2
@@ -48,6 +51,39 @@ class PerceptionState:
   opt_state: Any
 
 
+def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 600, frames: int = 24,
+                     batch: int = 64, eval_head: str = "gap", lr: float = 1e-3,
+                     schedule: str = "cosine", fold: int = 0) -> ml_collections.ConfigDict:
+  """The perception trainer's config (`configs/perception_synthfacs.py` and stage 1's
+  `config.perception`, which trains them itself when `perception_dir` is empty)."""
+  c = ml_collections.ConfigDict()
+  c.stage = "perception"
+  c.seed = 0
+  c.data = dict(dataset=preset, synthetic=True, preset=preset, fold=fold, seed=0,
+                image_size=size, frames_per_subject=frames, identity_bias=1.0)
+  c.nets = dict(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), id_dim=64, exp_dim=32,
+                vgg_cfg=(16, 16, "M", 32, 32, "M", 64, 64, "M", 128, 128),
+                eval_cfg=(32, "M", 64, "M", 128, "M", 128), eval_au_head=eval_head)
+  c.input = dict(batch_size=batch, workers=0, prefetch=2)
+  c.optim = dict(lr=lr, schedule=schedule, warmup_steps=50)
+  c.evaluate = True
+  c.eval_examples = 512
+  c.total_steps = steps
+  c.log_every = 50
+  c.checkpoint_every = 200
+  c.mesh = (("data", -1),)
+  return c
+
+
+def is_trained(workdir: str, total_steps: int) -> bool:
+  """Whether `workdir` holds perception networks trained for `total_steps`."""
+  path = os.path.join(workdir, "checkpoints")
+  if not os.path.exists(os.path.join(workdir, "perception.json")) or not os.path.isdir(path):
+    return False
+  steps = [int(n) for n in os.listdir(path) if n.isdigit()]
+  return bool(steps) and max(steps) >= total_steps
+
+
 def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int) -> dict[str, nn.Module]:
   """The seven networks (with their training heads) from `config.nets`."""
   res = lambda out, final_bn: perception.IResNet(
@@ -58,7 +94,8 @@ def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int) -
       "landmarks": res(68 * 2, False),
       "expression": perception.WithHead(res(nets.exp_dim, False), num_aus),
       "eyebrow": res(4, False),
-      "eval_au": perception.ConvClassifier(tuple(nets.eval_cfg), num_aus),
+      "eval_au": perception.ConvClassifier(tuple(nets.eval_cfg), num_aus,
+                                           head=nets.get("eval_au_head", "gap")),
       "eval_id": perception.ConvClassifier(tuple(nets.eval_cfg), num_subjects),
   }
 
@@ -123,6 +160,19 @@ def make_train_step(modules, meta, tx):
   return train_step
 
 
+def make_tx(optim: Any, total_steps: int) -> optax.GradientTransformation:
+  """Adam at constant `optim.lr`, or (schedule="cosine") warmup then cosine decay to 1%.
+
+  The regressors (landmarks, AU intensities) need the decay: at a constant 1e-3 their
+  test error stalls well above what the same step budget reaches with it.
+  """
+  if optim.get("schedule", "constant") == "constant":
+    return optax.adam(optim["lr"])
+  warmup = min(int(optim.get("warmup_steps", 50)), max(total_steps // 10, 1))
+  return optax.adam(optax.warmup_cosine_decay_schedule(
+      0.0, optim["lr"], warmup, max(total_steps, warmup + 1), end_value=0.01 * optim["lr"]))
+
+
 def make_meta(config, source) -> dict[str, Any]:
   brows = np.stack([source[i]["brows"] for i in range(len(source))])
   return {"preset": config.data.preset, "seed": int(config.data.get("seed", 0)),
@@ -130,7 +180,8 @@ def make_meta(config, source) -> dict[str, Any]:
           "image_size": int(config.data.image_size), "subjects": [int(s) for s in source.subjects],
           "au_names": [f"AU{a}" for a in source.preset.intensity_aus],
           "brow_mean": brows.mean(0).tolist(), "brow_std": (brows.std(0) + 1e-6).tolist(),
-          "nets": config.nets.to_dict()}
+          "nets": config.nets.to_dict(), "optim": config.optim.to_dict(),
+          "total_steps": int(config.total_steps)}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -150,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with open(os.path.join(workdir, "perception.json"), "w") as f:
       json.dump(meta, f, indent=1)
   modules = build_modules(config.nets, d.image_size, len(meta["subjects"]), len(meta["au_names"]))
-  tx = optax.adam(config.optim.lr)
+  tx = make_tx(config.optim, config.total_steps)
 
   def init_fn(rng):
     params, stats = _split(init_variables(modules, d.image_size, rng))
@@ -193,8 +244,74 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if step == stop_at:
       break
   ckpt.close()
+  quality = {}
+  if config.get("evaluate", True) and (stop_at is None or stop_at >= config.total_steps):
+    quality = evaluate(load(workdir), config.data, int(config.get("eval_examples", 512)))
+    logging.info("Perception networks on unseen faces: %s", quality)
+    writer.write_scalars(config.total_steps, {f"quality/{k}": v for k, v in quality.items()})
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "quality.json"), "w") as f:
+        json.dump(quality, f, indent=1)
   writer.close()
-  return {"state": state, "metrics": last, "meta": meta}
+  return {"state": state, "metrics": last, "meta": meta, "quality": quality}
+
+
+def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512,
+             batch_size: int = 64) -> dict[str, float]:
+  """How good the networks are, on faces they were not trained on.
+
+  AU intensity (test split: subjects never seen): ICC(3,1) and MAE of the expression
+  network's training head and of `eval_au`, mean over the AUs; landmarks: RMSE in px;
+  eyebrow: mean Pearson r of the 4 channels. Identity (held-out frames of the training
+  subjects, indices after the training frames): accuracy of `identity` and `eval_id`.
+  A network at predict-the-mean has ICC about 0: the stage-1 losses built on it carry
+  no AU signal, and `stage1_report`'s expression consistency cannot be measured.
+  """
+  meta, m, v = nets.meta, nets.modules, nets.variables
+  size = int(meta["image_size"])
+  frames = int(data.frames_per_subject or 0) or None
+  test = synth_source.SynthFACSSource(
+      preset=meta["preset"], split="test", fold=meta["fold"], seed=meta["seed"], size=size,
+      frames_per_subject=frames, identity_bias=meta["identity_bias"])
+  n_test = min(len(test), max_examples)
+  pick = np.linspace(0, len(test) - 1, n_test).astype(int)
+  x = np.stack([test[int(i)]["image"] for i in pick])
+  gt = np.stack([test[int(i)]["au_intensity"] for i in pick])
+  lm = np.stack([test[int(i)]["landmarks"] for i in pick])
+  brows = np.stack([test[int(i)]["brows"] for i in pick])
+
+  def run(fn, images):
+    outs = [np.asarray(fn(jnp.asarray(images[lo:lo + batch_size], jnp.float32) / 255.0))
+            for lo in range(0, len(images), batch_size)]
+    return np.concatenate(outs)
+
+  out = {"n_test": float(n_test)}
+  au_preds = {"expression": run(jax.jit(lambda a: m["expression"].apply(v["expression"], a)[1]), x),
+              "eval_au": run(jax.jit(lambda a: m["eval_au"].apply(v["eval_au"], a)), x)}
+  for name, pred in au_preds.items():
+    rep = metrics_lib.intensity_report(pred * 5.0, gt, meta["au_names"])
+    out[f"{name}/icc"] = float(rep["icc/mean"])
+    out[f"{name}/mae"] = float(rep["mae/mean"])
+  out["au/mae_of_train_mean"] = float(np.mean(np.abs(gt - gt.mean(0))))
+  pred_lm = run(jax.jit(lambda a: m["landmarks"].apply(v["landmarks"], a)), x).reshape(lm.shape)
+  out["landmarks/rmse_px"] = float(np.sqrt(np.mean(np.sum((pred_lm * size - lm) ** 2, -1))))
+  pred_b = run(jax.jit(lambda a: m["eyebrow"].apply(v["eyebrow"], a)), x)
+  out["eyebrow/pearson"] = float(np.mean([np.corrcoef(pred_b[:, j], brows[:, j])[0, 1]
+                                          for j in range(brows.shape[1])]))
+  # Identity: frames of the training subjects after those the networks were trained on.
+  train_frames = frames or presets_lib.get(meta["preset"]).frames_per_subject
+  held = 4
+  subjects = meta["subjects"]
+  items = generate.render_items(
+      presets_lib.get(meta["preset"]), meta["seed"], np.repeat(subjects, held),
+      np.tile(np.arange(train_frames, train_frames + held), len(subjects)), size=size,
+      identity_bias=meta["identity_bias"])
+  cls = np.repeat(np.arange(len(subjects)), held)
+  for name, fn in (("identity", lambda a: m["identity"].apply(v["identity"], a)[1]),
+                   ("eval_id", lambda a: m["eval_id"].apply(v["eval_id"], a))):
+    out[f"{name}/accuracy_heldout_frames"] = float(
+        np.mean(np.argmax(run(jax.jit(fn), items["image"]), -1) == cls))
+  return out
 
 
 def random_perception(nets: Any, image_size: int, num_subjects: int = 4, num_aus: int = 5,
@@ -219,7 +336,7 @@ def load(perception_dir: str) -> perception.PerceptionNets:
     meta = json.load(f)
   nets = ml_collections.ConfigDict(meta["nets"])
   modules = build_modules(nets, meta["image_size"], len(meta["subjects"]), len(meta["au_names"]))
-  tx = optax.adam(1.0)
+  tx = make_tx(meta.get("optim", {"lr": 1.0}), int(meta.get("total_steps", 1)))  # Its state's shape.
 
   def init_fn(rng):
     params, stats = _split(init_variables(modules, meta["image_size"], rng))

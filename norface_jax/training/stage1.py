@@ -14,6 +14,7 @@ so a resumed run is identical.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from typing import Any
@@ -66,10 +67,27 @@ def make_tx(optim_config, lr: float | None = None) -> optax.GradientTransformati
   return optax.chain(*parts)
 
 
+def ensure_perception(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """With an empty `perception_dir` and a `config.perception` (SynthFACS configs), trains
+  the perception networks into `<workdir>/perception` (resuming or reusing what is
+  there) and returns a copy of the config pointing at them."""
+  if config.perception_dir or not config.get("perception"):
+    return config
+  path = os.path.join(workdir, "perception")
+  if not perception_train.is_trained(path, int(config.perception.total_steps)):
+    logging.info("Stage 1: no perception_dir; training the SynthFACS perception networks "
+                 "into %s first (%d steps).", path, config.perception.total_steps)
+    perception_train.train_and_evaluate(config.perception, path)
+  config = copy.deepcopy(config)
+  config.perception_dir = path
+  return config
+
+
 def load_perception(config) -> Any:
   if not config.perception_dir:
     raise ValueError("config.perception_dir is empty: train the perception networks first "
-                     "(configs/perception_synthfacs.py) or set it to 'random' for a smoke test")
+                     "(configs/perception_synthfacs.py), use a `synthetic` config (which "
+                     "trains them under the workdir), or set it to 'random' for a smoke test")
   if config.perception_dir == "random":
     logging.warning("perception_dir='random': the loss networks are untrained (smoke test).")
     nets = ml_collections.ConfigDict(dict(
@@ -236,6 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh))
+  config = ensure_perception(config, workdir)
   perception = load_perception(config)
   train_source = registry.make_source(config.data, "train", task="au_intensity")
   eval_source = registry.make_source(config.data, "test", task="au_intensity")

@@ -64,13 +64,55 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
   return c
 
 
-def stage1_config(arg: str | None, *, dataset: str) -> ml_collections.ConfigDict:
-  """Args: synthetic, runlocal, perception_dir=W, target=..., steps=N, variant=B/16, dtype=..."""
+# SynthFACS calibration (docs/stage1.md): the paper's lambdas fit its networks' output
+# scales, not those of the small SynthFACS perception nets. These were set from the
+# unweighted losses of two trivial generators under the SynthFACS nets (64 px; "copy
+# I_t" and "mean face blob"), so that (a) the identity-side terms (perc, id, lm) cost
+# more for a blob than the expression-side terms (exp, eye) cost for an exact copy of
+# I_t, and (b) each weighted term is O(1).
+SYNTHFACS_WEIGHTS = {"lambda_rec": 100.0, "lambda_perc": 2.0, "lambda_id": 5.0,
+                     "lambda_lm": 500.0, "lambda_exp": 40.0, "lambda_eye": 0.5}
+
+
+def apply_synthfacs_calibration(c: ml_collections.ConfigDict) -> None:
+  """SynthFACS weights; L_perc on channel-normalised features; L_rec on half the pairs;
+  D learns 5x slower than G (TTUR); L_adv ramps in over the first 100 steps."""
+  c.loss = dict(SYNTHFACS_WEIGHTS)
+  c.perc_normalize = True
+  c.p_same = 0.5
+  c.adv_warmup_steps = 100
+  c.optim.lr = 5e-4
+  c.optim.d_lr = 1e-4
+
+
+def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.ConfigDict:
+  """A stage-1 config from `name:args` arguments (configs/normalizer.py, stage1_*.py).
+
+  Args: dataset=bp4d (SynthFACS preset or reader), synthetic, runlocal,
+  perception_dir=W, target=..., steps=N, variant=B/16, dtype=..., fold=K, paper,
+  perception_steps=N.
+
+  With `synthetic`: the SynthFACS calibration of the loss weights (`paper` keeps the
+  paper's), the target `synthfacs:F003` (a training subject of fold 0, so the
+  independent identity classifier knows it), and when `perception_dir` is empty the
+  trainer first trains the SynthFACS perception networks (`config.perception`) into
+  `<workdir>/perception`, or reuses them if they are already there.
+  """
   from norface_jax.configlib import parse_arg
-  a = parse_arg(arg, synthetic=False, runlocal=False, perception_dir="", target="",
-                steps=0, variant="", dtype="float32", fold=0)
-  c = base_config(dataset=dataset, synthetic=a.synthetic, runlocal=a.runlocal)
+  from norface_jax.training import perception_train
+  a = parse_arg(arg, dataset=dataset, synthetic=False, runlocal=False, perception_dir="",
+                target="", steps=0, variant="", dtype="float32", fold=0, paper=False,
+                perception_steps=0)
+  c = base_config(dataset=a.dataset, synthetic=a.synthetic, runlocal=a.runlocal)
   c.perception_dir = a.perception_dir
+  if a.synthetic:
+    if not a.paper:
+      apply_synthfacs_calibration(c)
+    c.target = "synthfacs:F003" if a.dataset == "bp4d" else "synthfacs:0"
+    c.perception = perception_train.synthfacs_config(
+        preset=a.dataset, size=c.data.image_size, fold=a.fold,
+        frames=c.data.frames_per_subject or 24, **({"steps": a.perception_steps}
+                                                   if a.perception_steps else {}))
   if a.target:
     c.target = a.target
   if a.steps:
