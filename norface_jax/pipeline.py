@@ -72,7 +72,9 @@ class Pipeline:
 
   def perception(self) -> dict[str, Any]:
     from norface_jax.training import entry
-    c = _config("perception_synthfacs", f"steps={self.c.perception_steps},size={self.c.image_size}")
+    c = _config("perception_synthfacs", f"steps={self.c.perception_steps},size={self.c.image_size},"
+                                        f"frames={self.c.perception_frames}")
+    c.eval_examples = self.c.eval_examples
     entry.train(c, self.path("perception"))
     return {}
 

@@ -51,9 +51,10 @@ class PerceptionState:
   opt_state: Any
 
 
-def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 600, frames: int = 24,
-                     batch: int = 64, eval_head: str = "gap", lr: float = 1e-3,
-                     schedule: str = "cosine", fold: int = 0) -> ml_collections.ConfigDict:
+def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 500, frames: int = 48,
+                     batch: int = 32, eval_head: str = "flatten", lr: float = 1e-3,
+                     schedule: str = "cosine", fold: int = 0,
+                     exp_arch: str = "iresnet") -> ml_collections.ConfigDict:
   """The perception trainer's config (`configs/perception_synthfacs.py` and stage 1's
   `config.perception`, which trains them itself when `perception_dir` is empty)."""
   c = ml_collections.ConfigDict()
@@ -63,7 +64,8 @@ def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 600, 
                 image_size=size, frames_per_subject=frames, identity_bias=1.0)
   c.nets = dict(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), id_dim=64, exp_dim=32,
                 vgg_cfg=(16, 16, "M", 32, 32, "M", 64, 64, "M", 128, 128),
-                eval_cfg=(32, "M", 64, "M", 128, "M", 128), eval_au_head=eval_head)
+                eval_cfg=(32, "M", 64, "M", 128, "M", 128), eval_au_head=eval_head,
+                exp_arch=exp_arch)
   c.input = dict(batch_size=batch, workers=0, prefetch=2)
   c.optim = dict(lr=lr, schedule=schedule, warmup_steps=50)
   c.evaluate = True
@@ -84,6 +86,23 @@ def is_trained(workdir: str, total_steps: int) -> bool:
   return bool(steps) and max(steps) >= total_steps
 
 
+def expression_backbone(nets: Any, image_size: int) -> nn.Module:
+  """The expression embedding (`nets.exp_dim` wide) behind L_exp.
+
+  exp_arch="iresnet": a small IResNet (the FECNet/ArcFace-style default).
+  exp_arch="conv": the position-aware conv net of the evaluation AU regressor
+  (`ConvClassifier`, flatten head) with an `exp_dim` output; on 64 px SynthFACS it
+  regresses AU intensities on unseen subjects better (docs/stage1.md).
+  """
+  arch = nets.get("exp_arch", "iresnet")
+  if arch == "iresnet":
+    return perception.IResNet(tuple(nets.layers), tuple(nets.widths), nets.exp_dim,
+                              final_bn=False, input_size=image_size)
+  if arch == "conv":
+    return perception.ConvClassifier(tuple(nets.eval_cfg), nets.exp_dim, head="flatten")
+  raise ValueError(f"config.nets.exp_arch={arch!r}: expected 'iresnet' or 'conv'")
+
+
 def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int) -> dict[str, nn.Module]:
   """The seven networks (with their training heads) from `config.nets`."""
   res = lambda out, final_bn: perception.IResNet(
@@ -92,7 +111,7 @@ def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int) -
       "vgg": perception.VGGWithHeads(tuple(nets.vgg_cfg), num_subjects, num_aus),
       "identity": perception.WithHead(res(nets.id_dim, True), num_subjects, cosine=True),
       "landmarks": res(68 * 2, False),
-      "expression": perception.WithHead(res(nets.exp_dim, False), num_aus),
+      "expression": perception.WithHead(expression_backbone(nets, image_size), num_aus),
       "eyebrow": res(4, False),
       "eval_au": perception.ConvClassifier(tuple(nets.eval_cfg), num_aus,
                                            head=nets.get("eval_au_head", "gap")),

@@ -111,8 +111,7 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
     c.target = "synthfacs:F003" if a.dataset == "bp4d" else "synthfacs:0"
     c.perception = perception_train.synthfacs_config(
         preset=a.dataset, size=c.data.image_size, fold=a.fold,
-        frames=c.data.frames_per_subject or 24, **({"steps": a.perception_steps}
-                                                   if a.perception_steps else {}))
+        **({"steps": a.perception_steps} if a.perception_steps else {}))
   if a.target:
     c.target = a.target
   if a.steps:
