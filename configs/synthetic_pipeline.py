@@ -24,6 +24,7 @@ def get_config(arg=None):
   c.batch = 32
   c.perception_steps = 300
   c.perception_frames = 48
+  c.perception_batch = 16
   c.mae_steps = 200
   c.stage1_steps = 400
   c.cla_steps = 300

@@ -47,6 +47,10 @@ class Pipeline:
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(self.workdir, exist_ok=True)
     self.t0 = time.perf_counter()
+    # Progress: perception, mae, stage1, [target study], normalized, 4 main stage-2
+    # runs, the ablations.
+    self.num_steps = 4 + bool(config.target_candidates) + 4 + len(config.ablations)
+    self.done_steps = 0
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -54,10 +58,14 @@ class Pipeline:
   def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     done = self.path(name, "done.json")
     if os.path.exists(done):
-      logging.info("[pipeline] %s: done already, skipping.", name)
+      self.done_steps += 1
+      logging.info("[pipeline] %s (%d/%d): done already, skipping.", name, self.done_steps,
+                   self.num_steps)
       with open(done) as f:
         return json.load(f)
-    logging.info("[pipeline] %s: starting (%.0fs elapsed).", name, time.perf_counter() - self.t0)
+    self.done_steps += 1
+    logging.info("[pipeline] %s (%d/%d): starting (%.0fs elapsed).", name, self.done_steps,
+                 self.num_steps, time.perf_counter() - self.t0)
     t = time.perf_counter()
     result = fn()
     result = {k: v for k, v in result.items() if isinstance(v, (int, float, str, list, dict))}
@@ -73,7 +81,8 @@ class Pipeline:
   def perception(self) -> dict[str, Any]:
     from norface_jax.training import entry
     c = _config("perception_synthfacs", f"steps={self.c.perception_steps},size={self.c.image_size},"
-                                        f"frames={self.c.perception_frames}")
+                                        f"frames={self.c.perception_frames},"
+                                        f"batch={self.c.perception_batch}")
     c.eval_examples = self.c.eval_examples
     entry.train(c, self.path("perception"))
     return {}

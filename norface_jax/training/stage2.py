@@ -45,6 +45,14 @@ def make_task(config: ml_collections.ConfigDict) -> tasks_lib.Task:
   return tasks_lib.Task(config.task, registry.label_names(config.data, config.task))
 
 
+def sample_labels(source, key: str, max_items: int = 4096) -> np.ndarray:
+  """`key` of up to `max_items` items spread evenly over the source (label statistics;
+  reading an item of an on-disk dataset decodes its image, so this is capped)."""
+  n = len(source)
+  idx = np.unique(np.linspace(0, n - 1, min(n, max_items)).astype(int))
+  return np.stack([np.asarray(source[int(i)][key]) for i in idx])
+
+
 def make_model(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> nn.Module:
   m = config.model
   return classifier_lib.NorfaceClassifier(
@@ -391,6 +399,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_source = registry.make_source(config.data, "test", task=config.task)
   setup = build(config, len(train_source))
   task, model, mesh, steps = setup.task, setup.model, setup.mesh, setup.steps
+  if task.name == "au_detection" and config.loss.get("au_pos_weight", "none") == "balanced":
+    task = dataclasses.replace(task, pos_weight=tasks_lib.balanced_pos_weight(
+        sample_labels(train_source, task.label_key)))
+    logging.info("AU positive weights (balanced on the training labels): %s",
+                 dict(zip(task.label_names, np.round(task.pos_weight, 2))))
   state_shardings, schedule, tx = setup.state_shardings, setup.schedule, setup.tx
   init_fn, init_rng, step_rng = setup.init_fn, setup.init_rng, setup.step_rng
   logging.info("Train %d examples, test %d; %d steps of batch %d on mesh %s.",

@@ -78,7 +78,10 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       pos_embed="sincos",         # sincos (MAE) | learned (imported timm ViTs).
   )
   c.dtype = "float32"             # Compute dtype; parameters stay float32.
-  c.loss = dict(lambda_imp=1e-3, lambda_gl=1e-3, label_smoothing=0.0)
+  # au_pos_weight (AU detection): "balanced" weighs each AU's positives by its
+  # negatives-to-positives ratio in the training labels (clipped to [1, 10]; as AU
+  # detectors such as JAA-Net weight rare AUs), "none" = plain BCE.
+  c.loss = dict(lambda_imp=1e-3, lambda_gl=1e-3, label_smoothing=0.0, au_pos_weight="balanced")
 
   c.optim = dict(name="adamw", lr=TASK_LR[task], b1=0.9, b2=0.999, eps=1e-8,
                  weight_decay=0.05, grad_clip=1.0, warmup_steps=500,
