@@ -15,6 +15,8 @@ torch = pytest.importorskip("torch")
 
 from norface_jax.interop import keymap  # pylint: disable=g-import-not-at-top
 from norface_jax.models import classifier as classifier_lib
+from norface_jax.models import discriminator as disc_lib
+from norface_jax.models import mae as mae_lib
 from norface_jax.models import normalizer as normalizer_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax import torch_twins
@@ -129,6 +131,56 @@ def test_normalizer_twin_matches_flax():
   assert jax.tree.structure(back) == jax.tree.structure(params)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(back)[0], jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_discriminator_twin_matches_flax():
+  """D_res, two scales, on an odd-sized second scale (SAME pooling pads asymmetrically)."""
+  size = 36
+  model = disc_lib.MultiScaleDiscriminator((8, 16), num_scales=2)
+  k_t, k_n = jax.random.split(jax.random.key(2))
+  x_t = jax.random.uniform(k_t, (2, size, size, 3))
+  x_n = jax.random.uniform(k_n, (2, size, size, 3))
+  params = jax.device_get(perturb(model.init(jax.random.key(0), x_t, x_n)["params"], scale=0.1))
+  ref = model.apply({"params": params}, x_t, x_n)
+  twin = torch_twins.MultiScaleDiscriminator((8, 16), num_scales=2).eval()
+  sd = keymap.discriminator_to_torch(params)
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  with torch.no_grad():
+    out = twin(to_nchw(x_t), to_nchw(x_n))
+  assert len(out) == len(ref) == 2
+  for o, r in zip(out, ref):
+    err = rel_err(o.numpy(), np.asarray(r).transpose(0, 3, 1, 2))
+    print(f"D_res scale {r.shape}: max rel err {err:.2e}")
+    assert err < 1e-5
+
+
+def test_mae_twin_matches_flax():
+  """MAE (mu/8 encoder, small decoder): the same mask, predictions and loss."""
+  size, patch = 32, 8
+  model = mae_lib.MAE("mu/8", decoder_width=16, decoder_depth=1, decoder_heads=2)
+  x = jax.random.normal(jax.random.key(3), (2, size, size, 3))
+  params = nn.unbox(model.init({"params": jax.random.key(0), "mask": jax.random.key(1)}, x,
+                               train=False)["params"])
+  params = jax.device_get(perturb(params, scale=0.1))
+  out = model.apply({"params": params}, x, train=False, rngs={"mask": jax.random.key(4)})
+  target = mae_lib.patch_targets(x, patch, True)
+  ref_loss = mae_lib.reconstruction_loss(out["pred"], target, out["mask"])
+  twin = torch_twins.MaskedAutoencoder("mu/8", img_size=size, decoder_width=16,
+                                       decoder_depth=1, decoder_heads=2).eval()
+  sd = keymap.mae_to_torch(params, size)
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  # argsort(ids_restore) is the JAX shuffle, so the ranks as noise give the same mask.
+  noise = torch.from_numpy(np.asarray(out["ids_restore"]).astype(np.float32))
+  from norface_jax.torch_twins import mae as torch_mae
+  with torch.no_grad():
+    got = twin(to_nchw(x), noise=noise)
+    loss = torch_mae.reconstruction_loss(
+        got["pred"], torch_mae.patch_targets(to_nchw(x), patch), got["mask"])
+  np.testing.assert_array_equal(got["mask"].numpy(), np.asarray(out["mask"]))
+  err = rel_err(got["pred"].numpy(), out["pred"])
+  print(f"MAE: max rel err {err:.2e}")
+  assert err < 1e-5
+  np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
 
 
 def test_twins_import_no_jax():

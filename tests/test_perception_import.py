@@ -1,4 +1,5 @@
-"""Importers of the perception networks against randomly initialised PyTorch twins."""
+"""Importers (and exporters) of the perception networks against randomly initialised
+PyTorch twins (`torch_twins.perception`)."""
 
 import numpy as np
 import pytest
@@ -10,68 +11,7 @@ import jax  # noqa: E402
 
 from norface_jax.interop import torch_perception  # noqa: E402
 from norface_jax.models import perception  # noqa: E402
-
-
-def torch_vgg_features(cfg):
-  """torchvision's `make_layers(cfg)` (no batch norm)."""
-  layers, c = [], 3
-  for v in cfg:
-    if v == "M":
-      layers.append(nn.MaxPool2d(2, 2))
-    else:
-      layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
-      c = v
-  return nn.Sequential(*layers)
-
-
-class IBasicBlock(nn.Module):
-  """insightface's IBasicBlock (written out here: the twin imports no insightface)."""
-
-  def __init__(self, inplanes, planes, stride=1, downsample=None):
-    super().__init__()
-    self.bn1 = nn.BatchNorm2d(inplanes, eps=1e-5)
-    self.conv1 = nn.Conv2d(inplanes, planes, 3, 1, 1, bias=False)
-    self.bn2 = nn.BatchNorm2d(planes, eps=1e-5)
-    self.prelu = nn.PReLU(planes)
-    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-    self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
-    self.downsample = downsample
-
-  def forward(self, x):
-    out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
-    return out + (self.downsample(x) if self.downsample is not None else x)
-
-
-class IResNet(nn.Module):
-  """insightface's iresnet with configurable widths (iresnet50: (3, 4, 14, 3), 64..512)."""
-
-  def __init__(self, layers, widths, num_features, fc_scale):
-    super().__init__()
-    self.inplanes = widths[0]
-    self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-    self.bn1 = nn.BatchNorm2d(widths[0], eps=1e-5)
-    self.prelu = nn.PReLU(widths[0])
-    for i, (n, w) in enumerate(zip(layers, widths)):
-      setattr(self, f"layer{i + 1}", self._make_layer(w, n))
-    self.bn2 = nn.BatchNorm2d(widths[-1], eps=1e-5)
-    self.fc = nn.Linear(widths[-1] * fc_scale, num_features)
-    self.features = nn.BatchNorm1d(num_features, eps=1e-5)
-    self.n = len(layers)
-
-  def _make_layer(self, planes, blocks):
-    down = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, 2, bias=False),
-                         nn.BatchNorm2d(planes, eps=1e-5))
-    mods = [IBasicBlock(self.inplanes, planes, 2, down)]
-    self.inplanes = planes
-    mods += [IBasicBlock(planes, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*mods)
-
-  def forward(self, x):
-    x = self.prelu(self.bn1(self.conv1(x)))
-    for i in range(self.n):
-      x = getattr(self, f"layer{i + 1}")(x)
-    x = torch.flatten(self.bn2(x), 1)
-    return self.features(self.fc(x))
+from norface_jax.torch_twins.perception import ConvClassifier, IResNet, VGGFeatures  # noqa: E402
 
 
 def randomise_bn(model, seed=0):
@@ -89,31 +29,38 @@ def randomise_bn(model, seed=0):
 
 def test_vgg19_import_parity():
   torch.manual_seed(0)
-  twin = torch_vgg_features(perception.VGG19_CFG).eval()
+  twin = VGGFeatures(perception.VGG19_CFG).eval()
   x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
   mean, std = perception.IMAGENET_MEAN, perception.IMAGENET_STD
   xt = torch.from_numpy(((x - mean) / std).transpose(0, 3, 1, 2))
   with torch.no_grad():  # ReLU outputs after conv 32 and conv 34 (indices 33, 35).
-    want = [twin[:34](xt).numpy(), twin[:36](xt).numpy()]
+    want = [twin.features[:34](xt).numpy(), twin.features[:36](xt).numpy()]
+    # The twin's own forward ([0, 1] input, normalised inside) taps the same maps.
+    for got_t, w in zip(twin(torch.from_numpy(x.transpose(0, 3, 1, 2))), want):
+      np.testing.assert_allclose(got_t.numpy(), w, atol=1e-4, rtol=1e-4)
   variables = torch_perception.import_vgg(
       {"classifier.0.weight": torch.zeros(1),
-       **{f"features.{k}": v for k, v in twin.state_dict().items()}})
+       **{k: v for k, v in twin.state_dict().items()}})
   got = perception.VGGFeatures().apply(variables, x)
   assert len(got) == 2
   for g, w in zip(got, want):
     np.testing.assert_allclose(np.asarray(g), w.transpose(0, 2, 3, 1), atol=1e-4, rtol=1e-4)
+  back = torch_perception.export_vgg(variables)
+  assert sorted(back) == sorted(twin.state_dict())
+  for k, v in twin.state_dict().items():
+    np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
 
 
 @pytest.mark.parametrize("layers,widths,size", [((3, 4, 14, 3), (64, 128, 256, 512), 112),
                                                 ((1, 2, 1, 1), (8, 16, 16, 32), 64)])
 def test_iresnet_import_parity(layers, widths, size):
   torch.manual_seed(1)
-  twin = IResNet(layers, widths, 64, (size // 16) ** 2)
+  twin = IResNet(layers, widths, 64, input_size=size)
   randomise_bn(twin)
   twin.eval()
   x = np.random.default_rng(1).uniform(size=(2, size, size, 3)).astype(np.float32)
-  with torch.no_grad():
-    want = twin(torch.from_numpy((x - 0.5) / 0.5).permute(0, 3, 1, 2)).numpy()
+  with torch.no_grad():  # The twin normalises [0, 1] input as (x - 0.5) / 0.5 itself.
+    want = twin(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
   variables = torch_perception.import_iresnet(twin.state_dict())
   model = perception.IResNet(layers, widths, 64, input_size=size)
   # The imported tree has exactly the Flax model's structure and shapes.
@@ -121,6 +68,25 @@ def test_iresnet_import_parity(layers, widths, size):
   assert jax.tree.map(lambda a: a.shape, expected) == jax.tree.map(np.shape, variables)
   got = np.asarray(model.apply(variables, x))
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+  back = torch_perception.export_iresnet(variables)
+  assert sorted(back) == sorted(twin.state_dict())
+  for k, v in twin.state_dict().items():
+    np.testing.assert_array_equal(back[k], v.numpy(), err_msg=k)
+
+
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+def test_conv_classifier_twin_parity(head):
+  """Flax ConvClassifier -> `export_conv_classifier` -> the twin: the same outputs."""
+  cfg, size = (8, "M", 16, "M", 16), 32
+  x = np.random.default_rng(2).uniform(size=(2, size, size, 3)).astype(np.float32)
+  model = perception.ConvClassifier(cfg, 5, head=head)
+  variables = model.init(jax.random.key(0), x)
+  twin = ConvClassifier(cfg, 5, head=head, image_size=size).eval()
+  sd = torch_perception.export_conv_classifier(variables)
+  twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+  with torch.no_grad():
+    got = twin(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+  np.testing.assert_allclose(got, np.asarray(model.apply(variables, x)), atol=1e-5, rtol=1e-4)
 
 
 def test_importers_reject_wrong_layouts():

@@ -1,7 +1,8 @@
 """Stage 2 (F_cla) train and inference steps: JAX vs the PyTorch twin, same batch.
 
 Both sides run the same network (shared ViT over both streams, input MoE per stream,
-output MoE, head), the same batch and precision, a cross-entropy loss and AdamW.
+output MoE, head), the same batch and precision (bfloat16: the JAX compute dtype,
+PyTorch autocast; float32 parameters on both sides), a cross-entropy loss and AdamW.
 Augmentation is off on both sides (the JAX trainer does it on device; the twin has
 none), and the JAX step also computes the router losses (negligible FLOPs).
 """
@@ -18,23 +19,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from norface_jax import configlib
-from norface_jax.benchmark.common import Row, compiled_flops, median_rate
+from norface_jax.benchmark import common
 from norface_jax.training import sharding, stage2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULTS = {"variant": "S/16", "image_size": 224, "batch": 8}
 
 
-def make_config(variant: str, image_size: int, batch: int, dtype: str, dispatch: str,
-                scan: bool = False, remat: bool = False) -> Any:
+def make_config(opts: common.Options) -> Any:
   c = configlib.load_config(os.path.join(ROOT, "configs", "affectnet_fer.py") + ":synthetic")
-  c.model.encoder = variant
-  c.model.dispatch = dispatch
-  c.model.scan = scan
-  c.model.remat = remat
-  c.data.image_size = image_size
-  c.input.batch_size = batch
-  c.input.eval_batch_size = batch
-  c.dtype = dtype
+  c.model.encoder = opts.variant
+  c.model.dispatch = opts.dispatch
+  c.model.scan = opts.scan
+  c.model.remat = opts.remat
+  c.data.image_size = opts.image_size
+  c.input.batch_size = opts.batch
+  c.input.eval_batch_size = opts.batch
+  c.dtype = opts.dtype
   c.total_steps = 1000
   c.mesh = (("data", -1), ("model", 1))
   for k in list(c.augment):
@@ -59,7 +60,13 @@ def compile_seconds(config: Any, batch: int) -> float:
   return time.perf_counter() - t0
 
 
-def jax_rows(config: Any, batch: int) -> tuple[list[Row], dict[str, float]]:
+def describe(config: Any, opts: common.Options) -> str:
+  return (f"variant={opts.variant} batch={opts.batch} image={opts.image_size} "
+          f"dispatch={opts.dispatch} scan={opts.scan} remat={opts.remat}")
+
+
+def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
+  batch = opts.batch
   setup = stage2.build(config, 1)
   t0 = time.perf_counter()
   state = jax.jit(lambda r: nn.unbox(setup.init_fn(r)), out_shardings=setup.state_shardings)(
@@ -76,70 +83,51 @@ def jax_rows(config: Any, batch: int) -> tuple[list[Row], dict[str, float]]:
                     out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
   compiled = step_fn.lower(state, data, setup.step_rng).compile()
   compile_s = time.perf_counter() - t0
-  holder = {"state": state, "metrics": None}
-
-  def train():
-    holder["state"], holder["metrics"] = compiled(holder["state"], data, setup.step_rng)
-
-  train_rate = median_rate(train, lambda: jax.block_until_ready(holder["state"]), batch=batch)
+  train_rate, state = common.time_jax_train(compiled, state, (data, setup.step_rng), batch=batch,
+                                            **opts.timing())
   eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config),
                     in_shardings=(setup.state_shardings.params, bs), out_shardings=repl)
-  eval_data = dict(data)
-  eval_compiled = eval_fn.lower(holder["state"].params, eval_data).compile()
-  out = {}
-
-  def infer():
-    out["y"] = eval_compiled(holder["state"].params, eval_data)
-
-  infer_rate = median_rate(infer, lambda: jax.block_until_ready(out["y"]), batch=batch)
-  stats = {"train_flops": compiled_flops(compiled), "infer_flops": compiled_flops(eval_compiled),
-           "compile_s": compile_s}
-  return [Row("jax train", train_rate), Row("jax inference", infer_rate)], stats
+  eval_compiled = eval_fn.lower(state.params, data).compile()
+  infer_rate = common.time_jax_call(eval_compiled, (state.params, data), batch=batch,
+                                    **opts.timing())
+  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s),
+          common.jax_row("jax inference", infer_rate, eval_compiled, batch)]
 
 
-def torch_rows(config: Any, batch: int, compile_modes: tuple[bool, ...] = (False, True)) -> list[Row]:
+def torch_calls(config: Any, opts: common.Options) -> list[common.TorchCall]:
+  """Fresh twin, AdamW and batch (float32; `torch_rows` adds autocast for bfloat16)."""
   import torch
   from norface_jax.torch_twins.classifier import NorfaceClassifier
   m = config.model
-  size = config.data.image_size
-  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.dtype]
-  rows = []
-  for compiled in compile_modes:
-    torch.manual_seed(0)
-    model = NorfaceClassifier(encoder=m.encoder, img_size=size, num_outputs=7,
-                              streams=tuple(m.streams), num_experts=m.num_experts,
-                              top_k=m.top_k).to(dtype)
-    for p in model.parameters():  # Non-degenerate weights (the Flax init zeroes the router).
-      torch.nn.init.normal_(p, std=0.02)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 3, size, size, dtype=dtype)
-    xn = torch.randn(batch, 3, size, size, dtype=dtype)
-    y = torch.randint(0, 7, (batch,))
-    name = "torch.compile" if compiled else "torch eager"
+  size, batch = config.data.image_size, opts.batch
+  torch.manual_seed(0)
+  model = NorfaceClassifier(encoder=m.encoder, img_size=size, num_outputs=7,
+                            streams=tuple(m.streams), num_experts=m.num_experts,
+                            top_k=m.top_k)
+  for p in model.parameters():  # Non-degenerate weights (the Flax init zeroes the router).
+    torch.nn.init.normal_(p, std=0.02)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  x = torch.randn(batch, 3, size, size)
+  xn = torch.randn(batch, 3, size, size)
+  y = torch.randint(0, 7, (batch,))
 
-    def train_step(model=model):
-      opt.zero_grad(set_to_none=True)
-      loss = torch.nn.functional.cross_entropy(model(x, xn).float(), y)
-      loss.backward()
-      opt.step()
-      return loss
+  def train_step():
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(x, xn).float(), y)
+    loss.backward()
+    opt.step()
+    return loss
 
-    fn = train_step
-    if compiled:
-      try:
-        fn = torch.compile(train_step)
-        fn()
-      except Exception as e:  # Inductor needs a working C++ toolchain on CPU.
-        rows.append(Row(f"{name} train", float("nan"), f"failed: {type(e).__name__}"))
-        rows.append(Row(f"{name} inference", float("nan"), "skipped"))
-        continue
-    model.train()
-    train_rate = median_rate(lambda: fn(), lambda: None, batch=batch)
-    model.eval()
-    infer = model
-    if compiled:
-      infer = torch.compile(model)
-    with torch.no_grad():
-      infer_rate = median_rate(lambda: infer(x, xn), lambda: None, batch=batch)
-    rows += [Row(f"{name} train", train_rate), Row(f"{name} inference", infer_rate)]
-  return rows
+  return [common.TorchCall("train", train_step, batch, (model,), True),
+          common.TorchCall("inference", lambda: model(x, xn), batch, (model,), False)]
+
+
+def input_rate(config: Any, opts: common.Options) -> tuple[float, str]:
+  """The Grain loader over cached SynthFACS FER items (image, image_norm, emotion)."""
+  from norface_jax.benchmark import run
+  from norface_jax.data.synthfacs.source import SynthFACSSource
+  size = run.synthfacs_size(opts.image_size)
+  source = SynthFACSSource("affectnet", "train", size=size, num_identities=max(16, opts.batch // 2),
+                           num_classes=7, normalized_target=0)
+  rate = run.input_pipeline_rate(source, opts.batch, ("image", "image_norm", "emotion"))
+  return rate, f"Grain, cached SynthFACS {size} px, 0 workers"

@@ -3,25 +3,71 @@
 Images/s are medians over timed windows after warm-up; every window ends with a
 device sync (`block_until_ready` / the PyTorch step returning a Python float), so
 asynchronous dispatch is not mistaken for speed.
+
+A model module (`cla`, `nor`, `mae`, `deepfn`) provides `DEFAULTS` (variant, image
+size, batch when the command line names none), `make_config(opts)`,
+`describe(config, opts)` (the header's sizes), `jax_rows(config, opts)`,
+`torch_calls(config, opts)` (one fresh set of PyTorch callables per mode, see
+`TorchCall`) and `input_rate(config, opts)`; `run.run` does the rest with the
+helpers here (`time_jax_train`, `time_jax_call`, `torch_rows`, `format_table`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import os
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+IMPLS = ("jax", "torch eager", "torch.compile")
+
+
+@dataclasses.dataclass
+class Options:
+  """The command line of `launch/benchmark.py`, as the model modules read it."""
+  variant: str
+  batch: int
+  image_size: int
+  dtype: str = "float32"
+  dispatch: str = "dense"
+  scan: bool = False
+  remat: bool = False
+  perception: str = "synthfacs"
+  warmup: int = 2
+  windows: int = 5
+  steps_per_window: int = 2
+
+  def timing(self) -> dict[str, int]:
+    return {"warmup": self.warmup, "windows": self.windows,
+            "steps_per_window": self.steps_per_window}
+
 
 @dataclasses.dataclass
 class Row:
+  """One timed step: `name` is "<impl> <step>", impl one of `IMPLS` ("jax train",
+  "torch eager AE train"); JAX rows also carry the step's FLOPs (per call, XLA's cost
+  analysis), its batch and the time to the first step (init + compile)."""
   name: str
   images_per_sec: float
   note: str = ""
+  flops: float = float("nan")
+  batch: int = 0
+  compile_s: float = float("nan")
+
+  @property
+  def impl(self) -> str:
+    return next((i for i in IMPLS if self.name.startswith(i + " ")), "")
+
+  @property
+  def step(self) -> str:
+    return self.name[len(self.impl):].strip() if self.impl else self.name
 
 
 def median_rate(step: Callable[[], None], sync: Callable[[], None], *, batch: int,
@@ -38,6 +84,101 @@ def median_rate(step: Callable[[], None], sync: Callable[[], None], *, batch: in
     sync()
     rates.append(batch * steps_per_window / (time.perf_counter() - t0))
   return statistics.median(rates)
+
+
+def time_jax_train(compiled, state: Any, args: Sequence[Any], *, batch: int,
+                   **timing) -> tuple[float, Any]:
+  """images/s of a compiled `(state, *args) -> (state, metrics)` step whose state is
+  donated (each call consumes the previous state); returns the rate and the last state."""
+  holder = {"state": state}
+
+  def step():
+    holder["state"], _ = compiled(holder["state"], *args)
+
+  rate = median_rate(step, lambda: jax.block_until_ready(holder["state"]), batch=batch,
+                     **timing)
+  return rate, holder["state"]
+
+
+def time_jax_call(compiled, args: Sequence[Any], *, batch: int, **timing) -> float:
+  """images/s of a compiled side-effect-free call (inference)."""
+  out = {}
+
+  def call():
+    out["y"] = compiled(*args)
+
+  return median_rate(call, lambda: jax.block_until_ready(out["y"]), batch=batch, **timing)
+
+
+def jax_row(name: str, rate: float, compiled, batch: int, compile_s: float = float("nan"),
+            note: str = "") -> Row:
+  return Row(name, rate, note, compiled_flops(compiled), batch, compile_s)
+
+
+@dataclasses.dataclass
+class TorchCall:
+  """One PyTorch step to time: `fn()` runs it once (a full train step, optimizer
+  included, or one inference call); `modules` are put in train/eval mode first."""
+  step: str
+  fn: Callable[[], Any]
+  batch: int
+  modules: Sequence[Any] = ()
+  training: bool = True
+  note: str = ""
+
+
+def torch_threads() -> int:
+  """PyTorch intra-op threads: OMP_NUM_THREADS if set, else the CPUs this process may use."""
+  if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+    return max(1, int(os.environ["OMP_NUM_THREADS"]))
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # Not Linux.
+    return os.cpu_count() or 1
+
+
+def torch_rows(build: Callable[[], list[TorchCall]], compile_modes: Sequence[bool],
+               dtype: str = "float32", **timing) -> list[Row]:
+  """Rows of every `TorchCall` of `build()` in eager mode and/or under `torch.compile`.
+
+  `build` is called once per mode (fresh modules and optimizers). bfloat16 runs under
+  `torch.autocast(bfloat16)` (float32 parameters, as the JAX compute dtype); inference
+  under `torch.no_grad()`. A mode whose compilation fails gives NaN rows with the error.
+  """
+  import torch
+  rows = []
+  for compiled in compile_modes:
+    impl = "torch.compile" if compiled else "torch eager"
+    calls = build()
+    failed = ""
+    for call in calls:
+      name = f"{impl} {call.step}"
+      if failed:
+        rows.append(Row(name, float("nan"), "skipped"))
+        continue
+      for m in call.modules:
+        m.train(call.training)
+      fn = torch.compile(call.fn) if compiled else call.fn
+
+      def run(fn=fn, training=call.training):
+        grad = contextlib.nullcontext() if training else torch.no_grad()
+        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
+                else contextlib.nullcontext())
+        with grad, cast:
+          out = fn()
+        return out
+
+      try:
+        run()  # Compiles (torch.compile) or warms up; errors surface here.
+      except Exception as e:  # Inductor needs a working C++ toolchain on CPU.
+        if not compiled:
+          raise
+        failed = f"failed: {type(e).__name__}"
+        rows.append(Row(name, float("nan"), failed))
+        continue
+      rows.append(Row(name, median_rate(run, lambda: None, batch=call.batch, **timing),
+                      call.note))
+  return rows
 
 
 def compiled_flops(compiled) -> float:
@@ -66,12 +207,37 @@ def matmul_peak(dtype: str = "float32", n: int | None = None, repeats: int = 5) 
   return 2.0 * n ** 3 / min(times)
 
 
-def format_table(rows: list[Row], reference: str) -> str:
-  """Markdown table with each row's ratio to the `reference` row."""
-  ref = next((r.images_per_sec for r in rows if r.name == reference), float("nan"))
-  lines = ["| step | images/s | vs " + reference + " | note |", "| --- | --- | --- | --- |"]
+def format_table(rows: list[Row], reference: str = "torch eager") -> str:
+  """Markdown table; each row's ratio is to the `reference` implementation's row of the
+  same step (to the JAX row where that one is missing or failed)."""
+  def ref_rate(step: str) -> tuple[float, str]:
+    for impl in (reference, "jax"):
+      r = next((r for r in rows if r.impl == impl and r.step == step), None)
+      if r is not None and np.isfinite(r.images_per_sec) and r.images_per_sec > 0:
+        return r.images_per_sec, impl
+    return float("nan"), reference
+
+  lines = [f"| step | images/s | vs {reference} (same step) | note |", "| --- | --- | --- | --- |"]
   for r in rows:
-    ratio = r.images_per_sec / ref if ref and np.isfinite(r.images_per_sec) else float("nan")
+    ref, impl = ref_rate(r.step)
+    ratio = r.images_per_sec / ref if np.isfinite(ref) and np.isfinite(r.images_per_sec) else None
     rate = f"{r.images_per_sec:.1f}" if np.isfinite(r.images_per_sec) else "n/a"
-    lines.append(f"| {r.name} | {rate} | {ratio:.2f}x | {r.note} |")
+    ratio_s = "n/a" if ratio is None else f"{ratio:.2f}x"
+    if ratio is not None and impl != reference:
+      ratio_s += " (vs jax)"
+    lines.append(f"| {r.name} | {rate} | {ratio_s} | {r.note} |")
   return "\n".join(lines)
+
+
+def flops_lines(rows: list[Row], peak: float) -> list[str]:
+  """`- JAX <step>: GFLOP/step, MFU, time to first step` for every JAX row with FLOPs."""
+  out = []
+  for r in rows:
+    if r.impl != "jax" or not math.isfinite(r.flops):
+      continue
+    mfu = r.flops * r.images_per_sec / max(r.batch, 1) / peak
+    first = (f"; time to first step (init + compile): {r.compile_s:.1f} s"
+             if math.isfinite(r.compile_s) else "")
+    out.append(f"- JAX {r.step}: {r.flops / 1e9:.3f} GFLOP/step of {r.batch} images "
+               f"(XLA cost analysis), MFU {100 * mfu:.1f}%{first}")
+  return out

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import os
+import importlib
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
-import numpy as np
-from absl import logging
 
 from norface_jax.benchmark import common
 
+MODELS = ("cla", "nor", "mae", "deepfn")
 
-def input_pipeline_rate(image_size: int, batch: int, batches: int = 20, workers: int = 0) -> float:
-  """images/s of the Grain loader over cached SynthFACS items (host side only)."""
+
+def model_module(model: str):
+  if model not in MODELS:
+    raise ValueError(f"--model={model!r}: expected one of {MODELS}")
+  return importlib.import_module(f"norface_jax.benchmark.{model}")
+
+
+def input_pipeline_rate(source: Any, batch: int, keys: Sequence[str], batches: int = 20,
+                        workers: int = 0) -> float:
+  """images/s of the Grain loader (`pipeline.train_loader`) over `source` (host side)."""
   from norface_jax.data import pipeline
-  from norface_jax.data.synthfacs.source import SynthFACSSource
-  source = SynthFACSSource("affectnet", "train", size=image_size, num_identities=max(16, batch // 2),
-                           num_classes=7, normalized_target=0)
   loader = pipeline.train_loader(source, batch_size=batch, seed=0, worker_count=workers,
-                                 keys=("image", "image_norm", "emotion"))
+                                 keys=tuple(keys))
   it = iter(loader)
   next(it)
   t0 = time.perf_counter()
@@ -29,40 +33,43 @@ def input_pipeline_rate(image_size: int, batch: int, batches: int = 20, workers:
   return batch * batches / (time.perf_counter() - t0)
 
 
-def run(model: str, variant: str, batch: int, image_size: int, dtype: str, dispatch: str,
-        torch_side: bool, torch_compile: bool, scan: bool = False, remat: bool = False,
+def synthfacs_size(image_size: int) -> int:
+  """SynthFACS renders 64..256 px; the pipeline rate of other sizes is measured at the nearest."""
+  return min(max(image_size, 64), 256)
+
+
+def run(model: str, opts: common.Options, torch_side: bool = True, torch_compile: bool = True,
         compile_only: bool = False) -> str:
-  if model != "cla":
-    raise ValueError(f"--model={model!r}: this version benchmarks 'cla' (stage 2); the stage-1, "
-                     "MAE and DeepFN steps are not wired into the benchmark yet")
-  from norface_jax.benchmark import cla
-  config = cla.make_config(variant, image_size, batch, dtype, dispatch, scan, remat)
+  mod = model_module(model)
+  config = mod.make_config(opts)
   if compile_only:
-    secs = cla.compile_seconds(config, batch)
-    return (f"model={model} variant={variant} batch={batch} image={image_size} dtype={dtype} "
-            f"scan={scan} remat={remat}: train step compiled in {secs:.1f} s "
-            f"(abstract init + lower + XLA compile)")
-  rows, stats = cla.jax_rows(config, batch)
+    if not hasattr(mod, "compile_seconds"):
+      raise ValueError(f"--compile_only is implemented for --model=cla, not {model!r}")
+    secs = mod.compile_seconds(config, opts.batch)
+    return (f"model={model} variant={opts.variant} batch={opts.batch} image={opts.image_size} "
+            f"dtype={opts.dtype} scan={opts.scan} remat={opts.remat}: train step compiled in "
+            f"{secs:.1f} s (abstract init + lower + XLA compile)")
+  rows = mod.jax_rows(config, opts)
   if torch_side:
     import torch
-    torch.set_num_threads(os.cpu_count() or 1)
-    rows += cla.torch_rows(config, batch, (False, True) if torch_compile else (False,))
-  peak = common.matmul_peak(dtype)
-  train_rate = next(r.images_per_sec for r in rows if r.name == "jax train")
-  step_time = batch / train_rate
-  mfu = stats["train_flops"] / step_time / peak
-  pipe = input_pipeline_rate(image_size, batch)
+    torch.set_num_threads(common.torch_threads())
+    modes = (False, True) if torch_compile else (False,)
+    rows += common.torch_rows(lambda: mod.torch_calls(config, opts), modes, opts.dtype,
+                              **opts.timing())
+  peak = common.matmul_peak(opts.dtype)
+  pipe, pipe_desc = mod.input_rate(config, opts)
+  train = next(r for r in rows if r.impl == "jax" and r.step.endswith("train"))
   dev = jax.devices()[0]
+  threads = f", torch threads {torch.get_num_threads()}" if torch_side else ""
   lines = [
-      f"model={model} variant={variant} batch={batch} image={image_size} dtype={dtype} "
-      f"dispatch={dispatch} device={dev.platform}:{dev.device_kind} x{jax.device_count()}",
+      f"model={model} {mod.describe(config, opts)} dtype={opts.dtype} "
+      f"device={dev.platform}:{dev.device_kind} x{jax.device_count()}{threads}",
       "",
-      common.format_table(rows, "torch eager train" if torch_side else "jax train"),
+      common.format_table(rows, "torch eager" if torch_side else "jax"),
       "",
-      f"- JAX train step: {stats['train_flops'] / 1e9:.2f} GFLOP/step (XLA cost analysis), "
-      f"time to first step (init + compile): {stats['compile_s']:.1f} s",
-      f"- measured {dtype} matmul peak: {peak / 1e12:.3f} TFLOP/s; train MFU {100 * mfu:.1f}%",
-      f"- input pipeline (Grain, cached SynthFACS, 0 workers): {pipe:.0f} images/s = "
-      f"{pipe / train_rate:.1f}x the train step",
+      *common.flops_lines(rows, peak),
+      f"- measured {opts.dtype} matmul peak: {peak / 1e12:.3f} TFLOP/s",
+      f"- input pipeline ({pipe_desc}): {pipe:.0f} images/s = "
+      f"{pipe / train.images_per_sec:.1f}x the JAX {train.step} step",
   ]
   return "\n".join(lines)

@@ -4,7 +4,9 @@ Pure NumPy, both directions (the mapping itself is documented in
 `norface_jax.models.vit`): `vit_to_torch` / `vit_from_torch` for the ViT (timm keys),
 `moe_to_torch` for a MoE block (Flax paths as keys), `classifier_to_torch` for F_cla,
 `normalizer_{to,from}_torch` for F_nor,
-`deepfn_ae_{to,from}_torch` / `lenet_{to,from}_torch` for the DeepFN networks.
+`deepfn_ae_{to,from}_torch` / `lenet_{to,from}_torch` for the DeepFN networks,
+`discriminator_to_torch` for D_res and `mae_to_torch` for the MAE (the benchmark's
+twins; `interop.torch_perception` maps the perception networks).
 Shape letters: D width, H heads, Dh head width, P patch, C channels.
 """
 
@@ -308,3 +310,37 @@ def normalizer_from_torch(sd: Mapping[str, Any], num_heads: int) -> dict[str, An
     emm[f"block_{i}"] = _block_from_torch(g, f"emm.blocks.{i}.", num_heads)
   return {"encoder": vit_from_torch(sub("encoder."), num_heads), "emm": emm,
           "decoder": _layers_from_torch(sub("decoder."), {}, {})}
+
+
+# ----------------------------------------------------------------------------------------
+# D_res (`torch_twins.discriminator`): convs under their Flax names per scale
+# (`scale0.conv1.weight`, OIHW). The MAE (`torch_twins.mae`): the encoder with timm keys
+# under `encoder.`, the decoder's Dense layers as nn.Linear, timm blocks
+# `decoder_blocks.{i}.`, `decoder_norm`, `mask_token`.
+
+def discriminator_to_torch(params: Mapping[str, Any]) -> StateDict:
+  """D_res params {scale{s}: {conv{i}, logits}} -> `MultiScaleDiscriminator` state_dict."""
+  unknown = [k for k in params if not k.startswith("scale")]
+  if unknown:
+    raise KeyError(f"D_res params with no PyTorch mapping: {sorted(unknown)}")
+  return _layers_to_torch(params, {}, {})
+
+
+def mae_to_torch(params: Mapping[str, Any], image_size: int) -> StateDict:
+  """MAE params {encoder, decoder_*, mask_token} -> `torch_twins.MaskedAutoencoder` keys."""
+  depth = sum(1 for k in params if k.startswith("decoder_block_"))
+  known = {"encoder", "decoder_embed", "mask_token", "decoder_norm", "decoder_pred"} | {
+      f"decoder_block_{i}" for i in range(depth)}
+  unknown = set(params) - known
+  if unknown:
+    raise KeyError(f"MAE params with no PyTorch mapping: {sorted(unknown)}")
+  out = vit_to_torch(params["encoder"], image_size, prefix="encoder.")
+  dec = {"mask_token": _np(params["mask_token"]),
+         **_norm_to_torch(params["decoder_norm"], "decoder_norm.")}
+  for name in ("decoder_embed", "decoder_pred"):
+    dec[f"{name}.weight"] = _np(params[name]["kernel"]).T
+    dec[f"{name}.bias"] = _np(params[name]["bias"])
+  for i in range(depth):
+    dec.update(_block_to_torch(params[f"decoder_block_{i}"], f"decoder_blocks.{i}."))
+  out.update({k: np.array(v, np.float32, order="C") for k, v in dec.items()})
+  return out

@@ -10,7 +10,9 @@ export written by `launch/export_torch.py`:
   model.load_state_dict(safetensors.torch.load_file("out/model.safetensors"), strict=True)
 
 `TWINS` maps the architecture JSON's `"class"` to a twin class; a new network adds an
-entry here (and an exporter entry in `norface_jax.interop.registry`).
+entry here (and an exporter entry in `norface_jax.interop.registry`). The twins of
+networks that are not exported (the MAE, D_res, the stage-1 perception networks) serve
+the side-by-side benchmark (`launch/benchmark.py`) and the parity tests.
 """
 
 from typing import Any
@@ -19,8 +21,11 @@ from torch import nn
 
 from norface_jax.torch_twins.classifier import NorfaceClassifier
 from norface_jax.torch_twins.deepfn import DeepFNAutoEncoder, LeNet5
+from norface_jax.torch_twins.discriminator import MultiScaleDiscriminator
+from norface_jax.torch_twins.mae import MaskedAutoencoder
 from norface_jax.torch_twins.moe import MoEBlock
 from norface_jax.torch_twins.normalizer import NorfaceNormalizer
+from norface_jax.torch_twins.perception import ConvClassifier, IResNet, VGGFeatures
 from norface_jax.torch_twins.vit import VisionTransformer, sincos_pos_embed
 
 TWINS: dict[str, type[nn.Module]] = {
