@@ -91,3 +91,24 @@ def test_stage1_torch_losses_match_jax():
   ]
   for i, (want, got) in enumerate(pairs):
     np.testing.assert_allclose(float(got), float(want), rtol=1e-5, err_msg=str(i))
+
+
+def test_stage1_twin_ramps_adv_like_jax():
+  """With adv_warmup_steps (the SynthFACS calibration) the twin's total carries
+  min(step / warmup, 1) * L_adv, as `stage1.make_train_step` does."""
+  opts = common.Options(variant="mu/8", batch=2, image_size=32, perception="tiny")
+  config = nor.make_config(opts)
+  config.adv_warmup_steps = 4
+  twin = nor.TorchStage1(config, opts)
+  x_o = torch.rand(2, 3, 32, 32)
+  same = torch.tensor([False, False])
+  x_t = torch.roll(x_o, 1, 0)
+  with torch.no_grad():
+    for step, ramp in ((0, 0.0), (2, 0.5), (9, 1.0)):
+      twin.step = step
+      total, comps, _ = twin.g_losses(x_o, x_t, same)
+      rest = sum(float(twin.weights[f"lambda_{k}"]) * float(v) for k, v in comps.items() if k != "adv")
+      np.testing.assert_allclose(float(total), rest + ramp * float(comps["adv"]), rtol=1e-5)
+  twin.step = 0
+  twin.train_step((x_o * 255).to(torch.uint8))
+  assert twin.step == 1

@@ -246,8 +246,6 @@ class TorchStage1:
     import torch
     from norface_jax import torch_twins
     from norface_jax.interop import keymap
-    if config.get("adv_warmup_steps", 0):
-      raise NotImplementedError("the PyTorch twin has no L_adv warm-up (adv_warmup_steps)")
     m, size = config.model, config.data.image_size
     self.config = config
     setup = stage1.Setup(config)
@@ -270,6 +268,8 @@ class TorchStage1:
     self.weights = dict(config.loss)
     self.p_same = float(config.p_same)
     self.perc_normalize = bool(config.get("perc_normalize", False))
+    self.adv_warmup = int(config.get("adv_warmup_steps", 0))
+    self.step = 0  # As the JAX state's step: L_adv's warm-up ramp reads it.
 
   def g_losses(self, x_o, x_t, same):
     """(total, components, I_n): eq. 3 with the config's weights (NCHW images in [0, 1])."""
@@ -289,8 +289,10 @@ class TorchStage1:
         "exp": expression_loss(o_exp, n["expression"](x_n)),
         "eye": eyebrow_loss(o_eye, n["eyebrow"](x_n)),
     }
-    total = comps["adv"] + sum(float(self.weights[f"lambda_{k}"]) * v for k, v in comps.items()
-                               if k != "adv")
+    # L_adv's weight ramps 0 -> 1 over the first adv_warmup steps (as stage1.make_train_step).
+    ramp = min(self.step / self.adv_warmup, 1.0) if self.adv_warmup else 1.0
+    total = ramp * comps["adv"] + sum(float(self.weights[f"lambda_{k}"]) * v
+                                      for k, v in comps.items() if k != "adv")
     return total, comps, x_n
 
   def d_loss(self, x_t, x_n):
@@ -322,6 +324,7 @@ class TorchStage1:
     if self.grad_clip:
       torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.grad_clip)
     self.d_opt.step()
+    self.step += 1
     return g_total
 
   def normalize(self, images_u8, target_u8):
