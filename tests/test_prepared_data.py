@@ -65,6 +65,7 @@ def test_source_items_folds_and_classes(tmp_path):
   assert item["au"].shape == (12,) and item["au_intensity"].shape == (5,)
   assert subjects[int(item["subject"])] in parts[1] and item["path"].count("/") == 2
   assert int(item["gender"]) == int(item["path"][0] == "F")
+  np.testing.assert_array_equal(test.subject_ids(), [int(test[i]["subject"]) for i in range(len(test))])
   with pytest.raises(ValueError, match="fold=3 outside 0..2"):
     prepared.source(str(tmp_path / "prep"), "bp4d", "test", 3, 32)
 

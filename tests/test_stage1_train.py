@@ -81,3 +81,74 @@ def check_torch_export(config, workdir, g_params, out):
     out_t = twin(*[torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for x in (x_o, x_t)])
   ref = np.asarray(ref).transpose(0, 3, 1, 2)
   assert np.max(np.abs(out_t.numpy() - ref)) / np.max(np.abs(ref)) < 1e-5
+
+
+def test_step_pairs_target_sibling_and_oracle():
+  """Which images the step pairs: I_t is the batch rolled (b = 2: by one), D's real pair is
+  [I_t, I_t's sibling], and with a fixed target and the oracle weight, L_oracle is the
+  MSE of F_nor(I_o, target) to `image_norm`. The discriminator stub returns a * b, so its
+  mean logit names the pair it saw."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+  import ml_collections
+  from norface_jax.models import normalizer
+
+  class PairProbe(nn.Module):
+    @nn.compact
+    def __call__(self, a, b):
+      return [a * b]
+
+  gen = normalizer.Normalizer("mu/8", (8, 8, 8))
+  size = 32
+  rng = np.random.default_rng(0)
+  u8 = lambda: rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)  # noqa: E731
+  batch = {"image": u8(), "sibling": u8(), "image_norm": u8()}
+  target = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+  x = lambda a: jnp.asarray(a, jnp.float32) / 255.0  # noqa: E731
+  g_params = gen.init(jax.random.key(0), x(batch["image"]), x(batch["image"]), train=False)["params"]
+  fns = {k: (lambda p, im: im.mean((1, 2))) for k in stage1.LOSS_NETS}
+  fns["vgg"] = lambda p, im: [im]
+  config = ml_collections.ConfigDict(dict(
+      p_same=0.0, perc_normalize=False, adv_warmup_steps=0, oracle_weight=0.0,
+      loss=dict(lambda_rec=1.0, lambda_perc=1.0, lambda_id=1.0, lambda_lm=1.0, lambda_exp=1.0,
+                lambda_eye=1.0)))
+  tx = stage1.make_tx(ml_collections.ConfigDict(dict(lr=1e-4, b1=0.0, b2=0.99, eps=1e-8)))
+  state = stage1.GanState(jnp.zeros((), jnp.int32), g_params, {}, tx.init(g_params), tx.init({}))
+  pv = {k: {} for k in stage1.LOSS_NETS}
+
+  def run(cfg, target_u8=None, keys=("image", "sibling")):
+    step = jax.jit(stage1.make_train_step(gen, PairProbe(), fns, cfg, tx, tx, target_u8))
+    return jax.device_get(step(state, {k: batch[k] for k in keys}, jax.random.key(1), pv)[1])
+
+  o, s = x(batch["image"]), x(batch["sibling"])
+  m = run(config)
+  np.testing.assert_allclose(m["d/real_logit"], jnp.mean(jnp.roll(o, 1, 0) * jnp.roll(s, 1, 0)),
+                             rtol=1e-5)
+  m = run(config, keys=("image",))  # No sibling: the real pair is [I_t, I_t].
+  np.testing.assert_allclose(m["d/real_logit"], jnp.mean(jnp.roll(o, 1, 0) ** 2), rtol=1e-5)
+
+  oracle = ml_collections.ConfigDict(config.to_dict())
+  oracle.oracle_weight = 3.0
+  m = run(oracle, target, keys=("image", "sibling", "image_norm"))
+  t = jnp.broadcast_to(x(target), o.shape)
+  x_n = gen.apply({"params": g_params}, o, t, train=False)
+  np.testing.assert_allclose(m["loss/oracle"], jnp.mean((x_n - x(batch["image_norm"])) ** 2),
+                             rtol=1e-5)
+  np.testing.assert_allclose(m["d/real_logit"], jnp.mean(t ** 2), rtol=1e-5)  # Fixed: [I_t, I_t].
+  rest = sum(m[f"loss/{k}"] for k in
+             ("adv", "rec", "perc", "id", "lm", "exp", "eye"))
+  np.testing.assert_allclose(m["training_loss"], rest + 3.0 * m["loss/oracle"], rtol=1e-5)
+
+
+def test_oracle_needs_synthfacs_fixed_target():
+  import pytest
+  c = tiny_config()
+  c.oracle_weight = 1.0
+  with pytest.raises(ValueError, match="fixed_target"):
+    stage1.oracle_data(c, 2)
+  with pytest.raises(ValueError, match="synthfacs:<subject>"):
+    stage1.oracle_data(c, None)
+  c.fixed_target = True
+  data = stage1.oracle_data(c, 2)
+  assert (data.normalization, data.target_subject) == ("oracle", 2)
+  assert c.data.normalization == "none"  # The config itself is left alone.

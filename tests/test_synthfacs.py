@@ -167,3 +167,26 @@ def test_grain_source_batches_and_pickles():
   lazy = synthfacs.SynthFACSSource("bp4d", "test", fold=2, size=64, frames_per_subject=2,
                                    cache=False)
   np.testing.assert_array_equal(lazy[3]["image"], src[3]["image"])
+
+
+def test_sibling_source_pairs_other_frames_of_the_same_subject():
+  from norface_jax.data import registry
+  src = synthfacs.SynthFACSSource("bp4d", "test", fold=2, size=64, frames_per_subject=3)
+  ids = src.subject_ids()
+  np.testing.assert_array_equal(ids, [int(src[i]["subject"]) for i in range(len(src))])
+  sib = registry.SiblingSource(src, ids, seed=1)
+  assert sib.alone == 0
+  for i in range(len(src)):
+    j = int(sib.partner[i])
+    assert j != i and ids[j] == ids[i]
+    np.testing.assert_array_equal(sib[i]["sibling"], src[j]["image"])
+  # Deterministic from the seed; items without a subject or alone are their own sibling.
+  np.testing.assert_array_equal(registry.SiblingSource(src, ids, seed=1).partner, sib.partner)
+  lone = ids.copy()
+  lone[:3] = -1
+  lone[3] = 10_000
+  other = registry.SiblingSource(src, lone, seed=1)
+  assert list(other.partner[:4]) == [0, 1, 2, 3] and other.alone == 4
+  np.testing.assert_array_equal(other[0]["sibling"], src[0]["image"])
+  with pytest.raises(ValueError, match="subject ids for a source"):
+    registry.SiblingSource(src, ids[:-1])

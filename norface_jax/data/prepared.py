@@ -323,6 +323,12 @@ class PreparedSource:
     state["_ds"] = None
     return state
 
+  def subject_ids(self) -> np.ndarray:
+    """Each item's `subject` (-1 unknown), read without decoding the images."""
+    ds = self._source()
+    ids = np.array([int(ds[i]["subject_id"]) for i in range(len(ds))], np.int32)
+    return ids[self.indices] if self.indices is not None else ids
+
   def __len__(self) -> int:
     if self.indices is not None:
       return len(self.indices)

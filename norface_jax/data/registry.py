@@ -201,3 +201,49 @@ class PairedFolderSource:
       raise FileNotFoundError(f"normalized face missing: {path} (for item {index})")
     item["image_norm"] = load_image(path, self.size)
     return item
+
+
+class SiblingSource:
+  """Adds `sibling`: the image of another item of the same subject (stage 1's D_res).
+
+  D_res's real pair is [I_t, another real face of I_t's subject]: the target's identity
+  with some other expression (and, in the wild, pose). Each item's sibling is drawn
+  once from `(seed, index)`, among the other items of its subject; items without a
+  subject (id < 0) or alone in theirs get their own image. `subject_ids` is one id per
+  item (the `subject` the items carry), read without decoding images.
+  """
+
+  def __init__(self, source: Any, subject_ids: np.ndarray, seed: int = 0):
+    ids = np.asarray(subject_ids)
+    if len(ids) != len(source):
+      raise ValueError(f"{len(ids)} subject ids for a source of {len(source)} items")
+    self.source, self.seed = source, int(seed)
+    self.partner = np.arange(len(ids))
+    for s in np.unique(ids[ids >= 0]):
+      members = np.flatnonzero(ids == s)
+      if len(members) < 2:
+        continue
+      rng = np.random.default_rng([self.seed, int(s)])
+      # A random derangement-free draw: item k of the subject takes member (k + d) with
+      # d uniform in 1..n-1, so it is never its own sibling.
+      shift = rng.integers(1, len(members), size=len(members))
+      self.partner[members] = members[(np.arange(len(members)) + shift) % len(members)]
+    self.alone = int(np.sum(self.partner == np.arange(len(ids))))
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __repr__(self) -> str:
+    return f"SiblingSource({self.source!r}, seed={self.seed}, alone={self.alone})"
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    item = dict(self.source[index])
+    j = int(self.partner[int(index) % len(self)])
+    item["sibling"] = item["image"] if j == int(index) % len(self) else self.source[j]["image"]
+    return item
+
+
+def subject_ids(source: Any) -> np.ndarray | None:
+  """One subject id per item of `source` (its `subject_ids()`), or None if it has none."""
+  fn = getattr(source, "subject_ids", None)
+  return None if fn is None else np.asarray(fn())

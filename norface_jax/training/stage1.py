@@ -7,8 +7,9 @@ image grids (original | target | normalized), consistency metrics, checkpoints.
 
 Pairs: the loader yields shuffled faces I_o; inside the step I_t is the batch rolled
 by a random non-zero shift (so I_t is as random as I_o), and with probability
-`p_same` a pair gets I_t = I_o so that L_rec (eq. 5) applies. D_res sees the real
-pair [I_t, I_t] and the fake pair [I_t, I_n]. The randomness is `fold_in(rng, step)`,
+`p_same` a pair gets I_t = I_o so that L_rec (eq. 5) applies. D_res sees the fake
+pair [I_t, I_n] and, as the real pair, [I_t, another face of I_t's subject] with
+`d_real="sibling"` (`registry.SiblingSource`) or [I_t, I_t] with `d_real="target"`. The randomness is `fold_in(rng, step)`,
 so a resumed run is identical.
 """
 
@@ -97,21 +98,42 @@ def load_perception(config) -> Any:
   return perception_train.load(config.perception_dir)
 
 
-def make_train_step(gen, disc, fns, config, g_tx, d_tx):
-  """The pure step: one discriminator and one generator update from the same state."""
+def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | None = None):
+  """The pure step: one discriminator and one generator update from the same state.
+
+  `target_u8` (with `config.fixed_target`) makes every pair's I_t that one face, the
+  inference condition, instead of a random other face of the batch. With
+  `config.oracle_weight` > 0 (SynthFACS only) the batch carries `image_norm`, the true
+  I_n rendered by SynthFACS, and `oracle_weight * mean (I_n - true I_n)^2` is added:
+  a diagnostic that supervises F_nor directly, to tell the architecture's limits
+  (can it carry I_o's expression at all?) from the losses' (do they ask it to?).
+  """
   p_same = float(config.p_same)
   weights = dict(config.loss)
   perc_normalize = bool(config.get("perc_normalize", False))
   adv_warmup = int(config.get("adv_warmup_steps", 0))
+  oracle_weight = float(config.get("oracle_weight", 0.0))
+  fixed = target_u8 is not None
 
   def train_step(state: GanState, batch, rng, pv):
     rng = jax.random.fold_in(rng, state.step)
     r_shift, r_same, r_drop = jax.random.split(rng, 3)
     x_o = batch["image"].astype(jnp.float32) / 255.0
     b = x_o.shape[0]
-    x_t = jnp.roll(x_o, jax.random.randint(r_shift, (), 1, max(b, 2)), axis=0)
+    shift = jax.random.randint(r_shift, (), 1, max(b, 2))
+    if fixed:  # Diagnostic: the inference condition, one target face for every pair.
+      x_t = jnp.broadcast_to(jnp.asarray(target_u8, jnp.float32) / 255.0, x_o.shape)
+    else:
+      x_t = jnp.roll(x_o, shift, axis=0)
     same = jax.random.bernoulli(r_same, p_same, (b,))
-    x_t = jnp.where(same[:, None, None, None], x_o, x_t)
+    pick = lambda a, b_: jnp.where(same[:, None, None, None], a, b_)
+    x_t = pick(x_o, x_t)
+    # D_res's real pair: [I_t, another face of I_t's subject] (`sibling`), else [I_t, I_t].
+    if "sibling" in batch and not fixed:
+      sib = batch["sibling"].astype(jnp.float32) / 255.0
+      x_real = pick(sib, jnp.roll(sib, shift, axis=0))
+    else:
+      x_real = x_t
     # What the frozen networks say about the inputs (constants for the gradients).
     t_vgg, t_id = fns["vgg"](pv["vgg"], x_t), fns["identity"](pv["identity"], x_t)
     t_lm = fns["landmarks"](pv["landmarks"], x_t)
@@ -129,6 +151,11 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx):
           "eye": nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
       }
       total = nor_losses.weighted_total(comps, weights)
+      if oracle_weight:  # Diagnostic: L2 to SynthFACS's true I_n (I_o itself when same).
+        x_star = jnp.where(same[:, None, None, None], x_o,
+                           batch["image_norm"].astype(jnp.float32) / 255.0)
+        comps["oracle"] = jnp.mean(jnp.square(x_n - x_star))
+        total = total + oracle_weight * comps["oracle"]
       if adv_warmup:  # L_adv's weight ramps 0 -> 1 over the first adv_warmup steps.
         ramp = jnp.minimum(state.step.astype(jnp.float32) / adv_warmup, 1.0)
         total = total + (ramp - 1.0) * comps["adv"]
@@ -138,7 +165,7 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx):
     x_n = jax.lax.stop_gradient(x_n)
 
     def d_loss_fn(d_params):
-      real = disc.apply({"params": d_params}, x_t, x_t)
+      real = disc.apply({"params": d_params}, x_t, x_real)
       fake = disc.apply({"params": d_params}, x_t, x_n)
       mean = lambda ls: sum(jnp.mean(l) for l in ls) / len(ls)
       return adversarial.hinge_d_loss(real, fake), (mean(real), mean(fake))
@@ -248,6 +275,22 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   return out
 
 
+def oracle_data(config, target_subject: int | None) -> ml_collections.ConfigDict:
+  """The data config of the training source: with `oracle_weight` it also renders
+  `image_norm` (SynthFACS's true I_n on the fixed target), so it checks the options."""
+  if not config.get("oracle_weight", 0.0):
+    return config.data
+  if not config.data.synthetic or target_subject is None:
+    raise ValueError("config.oracle_weight > 0 needs SynthFACS (`synthetic`) and a "
+                     f"`synthfacs:<subject>` target; got target={config.target!r}")
+  if not config.get("fixed_target", False):
+    raise ValueError("config.oracle_weight > 0 needs config.fixed_target=True: the true "
+                     "I_n exists only for the one target face")
+  data = copy.deepcopy(config.data)
+  data.normalization, data.target_subject = "oracle", int(target_subject)
+  return data
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at: int | None = None) -> dict[str, Any]:
   """Trains F_nor per `config` into `workdir`; `stop_at` ends early (as a preemption)."""
@@ -256,7 +299,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh))
   config = ensure_perception(config, workdir)
   perception = load_perception(config)
-  train_source = registry.make_source(config.data, "train", task="au_intensity")
+  target_u8, target_subject = normalize_lib.load_target(config.target, config.data)
+  train_source = registry.make_source(oracle_data(config, target_subject), "train",
+                                      task="au_intensity")
+  keys = ("image",) + (("image_norm",) if config.get("oracle_weight", 0.0) else ())
+  if config.get("d_real", "target") == "sibling" and not config.get("fixed_target", False):
+    ids = registry.subject_ids(train_source)
+    if ids is None:
+      logging.warning("d_real='sibling' but %r has no subject ids: D_res's real pair is "
+                      "[I_t, I_t].", train_source)
+    else:
+      train_source = registry.SiblingSource(train_source, ids, config.seed)
+      keys += ("sibling",)
+      logging.info("D_res real pairs: [I_t, another face of its subject] (%s).", train_source)
   eval_source = registry.make_source(config.data, "test", task="au_intensity")
   setup = Setup(config)
   mesh, steps = setup.mesh, int(config.total_steps)
@@ -267,12 +322,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   repl = sharding.replicated(mesh)
   pv = jax.device_put({k: perception.variables[k] for k in LOSS_NETS}, repl)
   fns = perception.functions()
-  target_u8, target_subject = normalize_lib.load_target(config.target, config.data)
 
   writer = writers.MetricWriter(workdir)
   writer.write_hparams(config.to_dict())
   loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
-                                 keys=("image",), worker_count=config.input.workers,
+                                 keys=keys, worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
   data_iter = iter(loader)
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -288,7 +342,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     start = 0
 
   bsh = sharding.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(setup.gen, setup.disc, fns, config, setup.g_tx, setup.d_tx),
+  train_step = jax.jit(make_train_step(setup.gen, setup.disc, fns, config, setup.g_tx, setup.d_tx,
+                                       target_u8 if config.get("fixed_target", False) else None),
                        in_shardings=(setup.state_shardings, bsh, repl, repl),
                        out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
   grid_items = [eval_source[i]["image"] for i in range(min(config.eval.grid_size, len(eval_source)))]

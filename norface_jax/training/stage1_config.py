@@ -26,11 +26,19 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
       target_subject=0, test_dataset="", test_preset="")
   c.p_same = 0.2                 # P(I_t = I_o): the pairs L_rec supervises.
   c.adv_warmup_steps = 0         # L_adv's weight ramps linearly 0 -> 1 over these steps.
+  # D_res's real pair (the paper does not say): "sibling" = [I_t, another face of I_t's
+  # subject], so D accepts the target's identity with any expression; "target" =
+  # [I_t, I_t], which also rewards copying I_t's expression (docs/stage1.md).
+  c.d_real = "target"
   c.perc_normalize = False       # L_perc on channel-unit-normalised features (losses doc).
   # The fixed target face at inference (grids, evaluation, launch/normalize.py):
   # an image path or `synthfacs:<subject>` (frontal neutral render of a preset subject).
   c.target = "synthfacs:0"
   c.perception_dir = ""          # perception_train workdir; "random" = untrained (tests).
+  # Diagnostics (docs/stage1.md): every pair's I_t = `target` (the inference condition),
+  # and an L2 to SynthFACS's true I_n with this weight (needs fixed_target, SynthFACS).
+  c.fixed_target = False
+  c.oracle_weight = 0.0
   c.input = dict(batch_size=8, eval_batch_size=16, workers=0, prefetch=2)
   c.model = dict(encoder="B/16", decoder_channels=(256, 128, 64, 32), emm_depth=2,
                  remat=False, disc_channels=(64, 128, 256), disc_scales=2)

@@ -71,6 +71,10 @@ class SynthFACSSource:
   def __len__(self) -> int:
     return len(self.subjects) * self.frames_per_subject
 
+  def subject_ids(self) -> np.ndarray:
+    """The `subject` of every item, in order (no rendering)."""
+    return np.repeat(np.asarray(self.subjects, np.int32), self.frames_per_subject)
+
   def locate(self, i: int) -> tuple[int, int]:
     """Item index -> (subject index in the preset, frame index)."""
     return self.subjects[i // self.frames_per_subject], i % self.frames_per_subject
