@@ -112,3 +112,30 @@ def test_online_normalization_equals_precomputed(tmp_path):
   for x, y in zip(jax.tree.leaves(jax.device_get(a["state"].params)),
                   jax.tree.leaves(jax.device_get(b["state"].params))):
     np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-6)
+
+
+def test_emm_attention_statistics_at_the_extremes():
+  """Zeroed Q/K kernels and biases: uniform attention (entropy 1, self mass 1/N).
+  Q = K = 100 x identity and I_o = I_t: nearly every target patch attends to its own
+  patch (the final LayerNorm gives every token the same norm, though not every head's
+  slice of it, so a few rows may pick another patch)."""
+  from norface_jax.training import stage1_report
+  x = np.random.default_rng(0).integers(0, 255, (2, SIZE, SIZE, 3), dtype=np.uint8)
+  gen, params = tiny_generator()
+  params = jax.device_get(params)
+  flat = lambda a: np.asarray(a.unbox() if hasattr(a, "unbox") else a)  # noqa: E731
+
+  def with_qk(kernel_qk):
+    kernel = flat(params["emm"]["qkv"]["kernel"]).copy()  # (D, 3, H, K): Q, K, V.
+    bias = flat(params["emm"]["qkv"]["bias"]).copy()
+    kernel[:, :2], bias[:2] = kernel_qk, 0.0
+    return {**params, "emm": {**params["emm"], "qkv": {"kernel": kernel, "bias": bias}}}
+
+  d = flat(params["emm"]["qkv"]["kernel"]).shape
+  u = stage1_report.emm_attention(gen, with_qk(0.0), x, x[0])
+  n = (SIZE // 8) ** 2
+  np.testing.assert_allclose([u["entropy"], u["self_mass"], u["uniform_mass"]], [1.0, 1 / n, 1 / n],
+                             rtol=1e-5)
+  eye = 100.0 * np.eye(d[0], dtype=np.float32).reshape(d[0], 1, d[2], d[3])
+  same = stage1_report.emm_attention(gen, with_qk(eye), x[:1], x[0])
+  assert same["argmax_self"] > 0.9 and same["self_mass"] > 0.9 and same["entropy"] < 0.1, same

@@ -236,8 +236,9 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   """Expression and identity consistency of I_n, measured by the independent networks.
 
   Expression: the evaluation AU regressor on I_n against the ground-truth AU
-  intensities of I_o (ICC(3,1), MAE), beside the same regressor on I_o itself (the
-  ceiling). Identity: the share of I_n the evaluation identity classifier assigns to
+  intensities of I_o (ICC(3,1), MAE), beside the same regressor on I_o itself and,
+  when the source carries `image_norm` (SynthFACS's true I_n: `eval_data`), on that
+  (`_Istar`, the ceiling for I_n). Identity: the share of I_n the evaluation identity classifier assigns to
   the target subject, beside the share of I_o (the floor).
   """
   if "eval_au" not in perception.modules:
@@ -248,9 +249,11 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   norm = jax.jit(normalize_fn, in_shardings=bs, out_shardings=bs)
   au_fn = jax.jit(lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
   id_fn = jax.jit(lambda x: jnp.argmax(m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
-  rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")}
+  star = "image_norm" in source[0]
+  rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o") + (("au_star",) if star else ())}
+  keys = ("image", "au_intensity") + (("image_norm",) if star else ())
   seen = 0
-  for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=("image", "au_intensity")):
+  for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=keys):
     valid = batch.pop("_valid").astype(bool)
     x_o = batch["image"]
     x_n = norm(jax.device_put(x_o, bs))
@@ -258,13 +261,15 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
                      ("id_o", id_fn(x_o))):
       rows[key].append(np.asarray(jax.device_get(val))[valid])
     rows["gt"].append(batch["au_intensity"][valid])
+    if star:
+      rows["au_star"].append(np.asarray(jax.device_get(au_fn(batch["image_norm"])))[valid])
     seen += int(valid.sum())
     if max_examples and seen >= max_examples:
       break
   r = {k: np.concatenate(val) for k, val in rows.items()}
   names = meta["au_names"]
   out = {"n": float(len(r["gt"]))}
-  for tag in ("n", "o"):
+  for tag in ("n", "o") + (("star",) if star else ()):
     rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
     out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
     out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
@@ -291,6 +296,17 @@ def oracle_data(config, target_subject: int | None) -> ml_collections.ConfigDict
   return data
 
 
+def eval_data(config, target_subject: int | None) -> ml_collections.ConfigDict:
+  """The test source's data config: on SynthFACS with a `synthfacs:` target it also
+  renders the true I_n (`image_norm`), so the evaluation measures the regressor's
+  ceiling on the target's face."""
+  if not config.data.synthetic or target_subject is None:
+    return config.data
+  data = copy.deepcopy(config.data)
+  data.normalization, data.target_subject = "oracle", int(target_subject)
+  return data
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at: int | None = None) -> dict[str, Any]:
   """Trains F_nor per `config` into `workdir`; `stop_at` ends early (as a preemption)."""
@@ -312,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_source = registry.SiblingSource(train_source, ids, config.seed)
       keys += ("sibling",)
       logging.info("D_res real pairs: [I_t, another face of its subject] (%s).", train_source)
-  eval_source = registry.make_source(config.data, "test", task="au_intensity")
+  eval_source = registry.make_source(eval_data(config, target_subject), "test", task="au_intensity")
   setup = Setup(config)
   mesh, steps = setup.mesh, int(config.total_steps)
   sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.

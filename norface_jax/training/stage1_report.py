@@ -5,10 +5,12 @@
 
 Expression consistency: the independent AU-intensity regressor (`eval_au` of the
 perception workdir, never used by the stage-1 losses) on I_n against the ground truth
-of I_o, test split (identities unseen by F_nor); the same regressor on I_o is the
-ceiling. Identity consistency: how often the independent identity classifier
+of I_o, test split (identities unseen by F_nor); the same regressor on I_o, and on
+SynthFACS's true I_n (`_Istar`: I_o's expression rendered on the target), are the
+references. Identity consistency: how often the independent identity classifier
 (`eval_id`) assigns I_n to the target subject (I_o: the chance floor). Writes
-`<workdir>/stage1_report.json` and a PNG grid (original | target | normalized).
+`<workdir>/stage1_report.json` (with `emm/...`, how the EMM's cross-attention spreads:
+`emm_attention`) and a PNG grid (original | target | normalized).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 from PIL import Image
@@ -26,6 +29,29 @@ from norface_jax.training import normalize, perception_train, sharding, stage1
 
 
 
+def emm_attention(generator, params, images_o: np.ndarray, target_u8: np.ndarray) -> dict[str, float]:
+  """How the EMM's cross-attention CA(Q_t, K_o) spreads over I_o's patches.
+
+  `entropy`: mean row entropy / log(N) (1 = uniform, so CA * V_o is a global average of
+  I_o); `self_mass`: mean weight a target patch gives the original's patch at the same
+  place (uniform: 1/N); `argmax_self`: share of target patches whose strongest key is
+  that patch. Patch tokens only (the class token is left out).
+  """
+  x_o = jnp.asarray(images_o, jnp.float32) / 255.0
+  x_t = jnp.broadcast_to(jnp.asarray(target_u8, jnp.float32) / 255.0, x_o.shape)
+  _, inter = generator.apply({"params": params}, x_o, x_t, train=False,
+                             capture_intermediates=lambda m, _: m.name == "qkv")
+  qkv_t, qkv_o = inter["intermediates"]["emm"]["qkv"]["__call__"]  # (B, N, 3, H, K) each
+  q_t, k_o = qkv_t[:, 1:, 0], qkv_o[:, 1:, 1]
+  logits = jnp.einsum("bnhk,bmhk->bhnm", q_t, k_o) / np.sqrt(q_t.shape[-1])
+  ca = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), -1))
+  n = ca.shape[-1]
+  diag = np.arange(n)
+  return {"entropy": float(np.mean(-np.sum(ca * np.log(ca + 1e-12), -1)) / np.log(n)),
+          "self_mass": float(np.mean(ca[..., diag, diag])), "uniform_mass": 1.0 / n,
+          "argmax_self": float(np.mean(ca.argmax(-1) == diag))}
+
+
 def report(workdir: str, perception_dir: str = "", target: str = "", max_examples: int = 256,
            grid_path: str = "", grid_size: int = 8) -> dict[str, float]:
   config, gen, params, step = stage1.load_generator(workdir)
@@ -33,12 +59,13 @@ def report(workdir: str, perception_dir: str = "", target: str = "", max_example
   target_u8, subject = normalize.load_target(target or config.target, config.data)
   fn = normalize.make_normalize_fn(gen, params, target_u8)
   mesh = sharding.make_mesh([("data", -1)])
-  source = registry.make_source(config.data, "test", task="au_intensity")
+  source = registry.make_source(stage1.eval_data(config, subject), "test", task="au_intensity")
   result = stage1.evaluate_consistency(fn, source, perception, subject, mesh,
                                        batch_size=int(config.input.eval_batch_size),
                                        max_examples=max_examples)
   result["step"] = float(step)
   images = np.stack([source[i]["image"] for i in range(min(grid_size, len(source)))])
+  result.update({f"emm/{k}": v for k, v in emm_attention(gen, params, images, target_u8).items()})
   grid = stage1.image_rows(fn, images, target_u8, mesh)
   paths = [os.path.join(workdir, "stage1_report_grid.png")] + ([grid_path] if grid_path else [])
   for p in paths:
