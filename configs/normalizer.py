@@ -8,7 +8,9 @@ r"""Norface stage 1: F_nor, the identity normalization network (paper sec. 3.1).
 
 Args: dataset=bp4d, synthetic, runlocal, perception_dir=W, target=synthfacs:<subject>|
 <image path>, steps=N, variant=B/16, dtype=float32|bfloat16, fold=K, paper (the
-paper's loss weights under `synthetic`), perception_steps=N. See
+paper's loss weights under `synthetic`), perception_steps=N, oracle (with `synthetic`: the
+diagnostic that trains F_nor on the fixed target with only an L2 to SynthFACS's true
+I_n). See
 `norface_jax/training/stage1_config.py` and docs/stage1.md.
 """
 

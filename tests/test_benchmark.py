@@ -94,17 +94,18 @@ def test_stage1_torch_losses_match_jax():
 
 
 def test_stage1_twin_ramps_adv_like_jax():
-  """With adv_warmup_steps (the SynthFACS calibration) the twin's total carries
-  min(step / warmup, 1) * L_adv, as `stage1.make_train_step` does."""
+  """With adv_warmup_steps (the SynthFACS calibration) and adv_weight the twin's total
+  carries adv_weight * min(step / warmup, 1) * L_adv, as `stage1.make_train_step` does."""
   opts = common.Options(variant="mu/8", batch=2, image_size=32, perception="tiny")
   config = nor.make_config(opts)
   config.adv_warmup_steps = 4
+  config.adv_weight = 0.5
   twin = nor.TorchStage1(config, opts)
   x_o = torch.rand(2, 3, 32, 32)
   same = torch.tensor([False, False])
   x_t = torch.roll(x_o, 1, 0)
   with torch.no_grad():
-    for step, ramp in ((0, 0.0), (2, 0.5), (9, 1.0)):
+    for step, ramp in ((0, 0.0), (2, 0.25), (9, 0.5)):  # adv_weight * min(step / 4, 1)
       twin.step = step
       total, comps, _ = twin.g_losses(x_o, x_t, same)
       rest = sum(float(twin.weights[f"lambda_{k}"]) * float(v) for k, v in comps.items() if k != "adv")

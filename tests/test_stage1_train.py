@@ -131,14 +131,14 @@ def test_step_pairs_target_sibling_and_oracle():
 
   oracle = ml_collections.ConfigDict(config.to_dict())
   oracle.oracle_weight = 3.0
+  oracle.adv_weight = 0.0  # As the `oracle` config arg: no L_adv in the total.
   m = run(oracle, target, keys=("image", "sibling", "image_norm"))
   t = jnp.broadcast_to(x(target), o.shape)
   x_n = gen.apply({"params": g_params}, o, t, train=False)
   np.testing.assert_allclose(m["loss/oracle"], jnp.mean((x_n - x(batch["image_norm"])) ** 2),
                              rtol=1e-5)
   np.testing.assert_allclose(m["d/real_logit"], jnp.mean(t ** 2), rtol=1e-5)  # Fixed: [I_t, I_t].
-  rest = sum(m[f"loss/{k}"] for k in
-             ("adv", "rec", "perc", "id", "lm", "exp", "eye"))
+  rest = sum(m[f"loss/{k}"] for k in ("rec", "perc", "id", "lm", "exp", "eye"))
   np.testing.assert_allclose(m["training_loss"], rest + 3.0 * m["loss/oracle"], rtol=1e-5)
 
 
@@ -154,3 +154,8 @@ def test_oracle_needs_synthfacs_fixed_target():
   data = stage1.oracle_data(c, 2)
   assert (data.normalization, data.target_subject) == ("oracle", 2)
   assert c.data.normalization == "none"  # The config itself is left alone.
+  o = configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":synthetic,runlocal,oracle")
+  assert o.fixed_target and o.oracle_weight > 0 and o.adv_weight == 0.0
+  assert set(o.loss.values()) == {0.0}
+  with pytest.raises(ValueError, match="needs `synthetic`"):
+    configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":oracle")

@@ -269,6 +269,7 @@ class TorchStage1:
     self.p_same = float(config.p_same)
     self.perc_normalize = bool(config.get("perc_normalize", False))
     self.adv_warmup = int(config.get("adv_warmup_steps", 0))
+    self.adv_weight = float(config.get("adv_weight", 1.0))
     self.step = 0  # As the JAX state's step: L_adv's warm-up ramp reads it.
 
   def g_losses(self, x_o, x_t, same):
@@ -289,9 +290,10 @@ class TorchStage1:
         "exp": expression_loss(o_exp, n["expression"](x_n)),
         "eye": eyebrow_loss(o_eye, n["eyebrow"](x_n)),
     }
-    # L_adv's weight ramps 0 -> 1 over the first adv_warmup steps (as stage1.make_train_step).
+    # L_adv's weight ramps 0 -> adv_weight over the first adv_warmup steps (as
+    # stage1.make_train_step).
     ramp = min(self.step / self.adv_warmup, 1.0) if self.adv_warmup else 1.0
-    total = ramp * comps["adv"] + sum(float(self.weights[f"lambda_{k}"]) * v
+    total = self.adv_weight * ramp * comps["adv"] + sum(float(self.weights[f"lambda_{k}"]) * v
                                       for k, v in comps.items() if k != "adv")
     return total, comps, x_n
 

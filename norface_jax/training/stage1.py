@@ -113,6 +113,7 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
   perc_normalize = bool(config.get("perc_normalize", False))
   adv_warmup = int(config.get("adv_warmup_steps", 0))
   oracle_weight = float(config.get("oracle_weight", 0.0))
+  adv_weight = float(config.get("adv_weight", 1.0))
   fixed = target_u8 is not None
 
   def train_step(state: GanState, batch, rng, pv):
@@ -156,9 +157,10 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
                            batch["image_norm"].astype(jnp.float32) / 255.0)
         comps["oracle"] = jnp.mean(jnp.square(x_n - x_star))
         total = total + oracle_weight * comps["oracle"]
-      if adv_warmup:  # L_adv's weight ramps 0 -> 1 over the first adv_warmup steps.
-        ramp = jnp.minimum(state.step.astype(jnp.float32) / adv_warmup, 1.0)
-        total = total + (ramp - 1.0) * comps["adv"]
+      if adv_warmup or adv_weight != 1.0:  # L_adv's weight: adv_weight, ramped 0 -> it.
+        ramp = (jnp.minimum(state.step.astype(jnp.float32) / adv_warmup, 1.0) if adv_warmup
+                else 1.0)
+        total = total + (adv_weight * ramp - 1.0) * comps["adv"]
       return total, (comps, x_n)
 
     (g_total, (comps, x_n)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
@@ -232,13 +234,15 @@ def image_rows(normalize_fn, images_u8: np.ndarray, target_u8: np.ndarray, mesh)
 
 
 def evaluate_consistency(normalize_fn, source, perception, target_subject: int | None,
-                         mesh, batch_size: int, max_examples: int = 0) -> dict[str, float]:
+                         mesh, batch_size: int, max_examples: int = 0,
+                         target_u8: np.ndarray | None = None) -> dict[str, float]:
   """Expression and identity consistency of I_n, measured by the independent networks.
 
   Expression: the evaluation AU regressor on I_n against the ground-truth AU
   intensities of I_o (ICC(3,1), MAE), beside the same regressor on I_o itself and,
   when the source carries `image_norm` (SynthFACS's true I_n: `eval_data`), on that
-  (`_Istar`, the ceiling for I_n). Identity: the share of I_n the evaluation identity classifier assigns to
+  (`_Istar`, the ceiling for I_n), with the pixel MSE of I_n to it beside that of the
+  plain target face (`target_u8`; what "no expression at all" costs). Identity: the share of I_n the evaluation identity classifier assigns to
   the target subject, beside the share of I_o (the floor).
   """
   if "eval_au" not in perception.modules:
@@ -250,7 +254,8 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   au_fn = jax.jit(lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
   id_fn = jax.jit(lambda x: jnp.argmax(m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
   star = "image_norm" in source[0]
-  rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o") + (("au_star",) if star else ())}
+  rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")
+          + (("au_star", "mse_n", "mse_t") if star else ())}
   keys = ("image", "au_intensity") + (("image_norm",) if star else ())
   seen = 0
   for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=keys):
@@ -263,6 +268,11 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
     rows["gt"].append(batch["au_intensity"][valid])
     if star:
       rows["au_star"].append(np.asarray(jax.device_get(au_fn(batch["image_norm"])))[valid])
+      x_star = batch["image_norm"][valid].astype(np.float32) / 255.0
+      x_n_host = np.asarray(jax.device_get(x_n))[valid].astype(np.float32) / 255.0
+      rows["mse_n"].append(np.mean(np.square(x_n_host - x_star), axis=(1, 2, 3)))
+      if target_u8 is not None:
+        rows["mse_t"].append(np.mean(np.square(target_u8 / 255.0 - x_star), axis=(1, 2, 3)))
     seen += int(valid.sum())
     if max_examples and seen >= max_examples:
       break
@@ -273,6 +283,10 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
     rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
     out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
     out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
+  if star:  # Pixel MSE to the true I_n: of I_n, and of the target itself (no expression).
+    out["pixels/mse_In_to_Istar"] = float(np.mean(r["mse_n"]))
+    if len(r["mse_t"]):
+      out["pixels/mse_It_to_Istar"] = float(np.mean(r["mse_t"]))
   if target_subject is not None and target_subject in meta["subjects"]:
     cls = meta["subjects"].index(target_subject)
     out["identity/target_rate_In"] = float(np.mean(r["id_n"] == cls))
@@ -388,7 +402,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         from PIL import Image
         Image.fromarray(grid).save(os.path.join(workdir, "stage1_grid.png"))
       last = evaluate_consistency(fn, eval_source, perception, target_subject, mesh,
-                                  config.input.eval_batch_size, config.eval.max_examples)
+                                  config.input.eval_batch_size, config.eval.max_examples,
+                                  target_u8)
       writer.write_scalars(step, {f"eval/{k}": v for k, v in last.items()})
       progress.exclude(time.perf_counter() - t0)
     if step % config.checkpoint_every == 0 or step == steps or step == stop_at:

@@ -25,7 +25,8 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
       num_identities=0, num_classes=7, normalization="none", normalized_dir="",
       target_subject=0, test_dataset="", test_preset="")
   c.p_same = 0.2                 # P(I_t = I_o): the pairs L_rec supervises.
-  c.adv_warmup_steps = 0         # L_adv's weight ramps linearly 0 -> 1 over these steps.
+  c.adv_warmup_steps = 0         # L_adv's weight ramps linearly 0 -> adv_weight over these.
+  c.adv_weight = 1.0             # Eq. 3 has none (1); 0 for the oracle diagnostic.
   # D_res's real pair (the paper does not say): "sibling" = [I_t, another face of I_t's
   # subject], so D accepts the target's identity with any expression; "target" =
   # [I_t, I_t], which also rewards copying I_t's expression (docs/stage1.md).
@@ -98,7 +99,8 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
 
   Args: dataset=bp4d (SynthFACS preset or reader), synthetic, runlocal,
   perception_dir=W, target=..., steps=N, variant=B/16, dtype=..., fold=K, paper,
-  perception_steps=N.
+  perception_steps=N, oracle (SynthFACS diagnostic: F_nor trained on the fixed target
+  with only an L2 to the true I_n, no other loss).
 
   With `synthetic`: the SynthFACS calibration of the loss weights (`paper` keeps the
   paper's), the target `synthfacs:F003` (a training subject of fold 0, so the
@@ -110,7 +112,7 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
   from norface_jax.training import perception_train
   a = parse_arg(arg, dataset=dataset, synthetic=False, runlocal=False, perception_dir="",
                 target="", steps=0, variant="", dtype="float32", fold=0, paper=False,
-                perception_steps=0)
+                perception_steps=0, oracle=False)
   c = base_config(dataset=a.dataset, synthetic=a.synthetic, runlocal=a.runlocal)
   c.perception_dir = a.perception_dir
   if a.synthetic:
@@ -120,6 +122,11 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
     c.perception = perception_train.synthfacs_config(
         preset=a.dataset, size=c.data.image_size, fold=a.fold,
         **({"steps": a.perception_steps} if a.perception_steps else {}))
+  if a.oracle:  # The diagnostic (docs/stage1.md): one target, only L2 to the true I_n.
+    if not a.synthetic:
+      raise ValueError("`oracle` needs `synthetic`: only SynthFACS renders the true I_n")
+    c.fixed_target, c.oracle_weight, c.adv_weight = True, 100.0, 0.0
+    c.loss = {k: 0.0 for k in c.loss}
   if a.target:
     c.target = a.target
   if a.steps:
