@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Runs the test suite (creating the environment if needed). Extra args go to pytest.
+# Tests run in NORFACE_TEST_WORKERS pytest-xdist processes (default 2, the CI machine's
+# cores; 0 = in this process), one test file per worker at a time (--dist loadfile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
-exec .venv/bin/python -m pytest -q --durations=15 "$@"
+workers=${NORFACE_TEST_WORKERS:-2}
+par=()
+if [ "$workers" != "0" ]; then par=(-n "$workers" --dist loadfile); fi
+exec .venv/bin/python -m pytest -q --durations=15 ${par[@]+"${par[@]}"} "$@"
