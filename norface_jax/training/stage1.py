@@ -305,7 +305,12 @@ def oracle_data(config, target_subject: int | None) -> ml_collections.ConfigDict
   if not config.get("fixed_target", False):
     raise ValueError("config.oracle_weight > 0 needs config.fixed_target=True: the true "
                      "I_n exists only for the one target face")
-  data = copy.deepcopy(config.data)
+  return _with_true_in(config.data, target_subject)
+
+
+def _with_true_in(data_config, target_subject: int) -> ml_collections.ConfigDict:
+  """A copy of the data config whose SynthFACS source also renders `image_norm`."""
+  data = copy.deepcopy(data_config)
   data.normalization, data.target_subject = "oracle", int(target_subject)
   return data
 
@@ -316,9 +321,7 @@ def eval_data(config, target_subject: int | None) -> ml_collections.ConfigDict:
   ceiling on the target's face."""
   if not config.data.synthetic or target_subject is None:
     return config.data
-  data = copy.deepcopy(config.data)
-  data.normalization, data.target_subject = "oracle", int(target_subject)
-  return data
+  return _with_true_in(config.data, target_subject)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
