@@ -53,13 +53,15 @@ def emm_attention(generator, params, images_o: np.ndarray, target_u8: np.ndarray
 
 
 def report(workdir: str, perception_dir: str = "", target: str = "", max_examples: int = 256,
-           grid_path: str = "", grid_size: int = 8) -> dict[str, float]:
+           grid_path: str = "", grid_size: int = 8, split: str = "test") -> dict:
+  """The measurements on `split` ("test": identities F_nor never saw; "train": its own
+  training faces, to tell what it cannot learn from what does not generalise)."""
   config, gen, params, step = stage1.load_generator(workdir)
   perception = perception_train.load(perception_dir or config.perception_dir)
   target_u8, subject = normalize.load_target(target or config.target, config.data)
   fn = normalize.make_normalize_fn(gen, params, target_u8)
   mesh = sharding.make_mesh([("data", -1)])
-  source = registry.make_source(stage1.eval_data(config, subject), "test", task="au_intensity")
+  source = registry.make_source(stage1.eval_data(config, subject), split, task="au_intensity")
   result = stage1.evaluate_consistency(fn, source, perception, subject, mesh,
                                        batch_size=int(config.input.eval_batch_size),
                                        max_examples=max_examples, target_u8=target_u8)
@@ -71,7 +73,9 @@ def report(workdir: str, perception_dir: str = "", target: str = "", max_example
   for p in paths:
     os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
     Image.fromarray(grid).save(p)
-  with open(os.path.join(workdir, "stage1_report.json"), "w") as f:
+  result["split"] = split
+  name = "stage1_report.json" if split == "test" else f"stage1_report_{split}.json"
+  with open(os.path.join(workdir, name), "w") as f:
     json.dump(result, f, indent=1)
   return result
 
@@ -84,7 +88,8 @@ def _define_flags() -> dict:
       target=flags.DEFINE_string("target", "", "Default: the config's target."),
       max_examples=flags.DEFINE_integer("max_examples", 256, "Test faces measured (0 = all)."),
       grid_path=flags.DEFINE_string("grid", "", "Also write the grid PNG here."),
-      grid_size=flags.DEFINE_integer("grid_size", 8, "Faces in the grid."))
+      grid_size=flags.DEFINE_integer("grid_size", 8, "Faces in the grid."),
+      split=flags.DEFINE_enum("split", "test", ["test", "train"], "Which faces."))
 
 
 def main(argv, flag_values) -> None:
