@@ -107,7 +107,8 @@ class Pipeline:
     entry.train(c, self.path("stage1"))
     result = stage1_report.report(self.path("stage1"), max_examples=self.c.eval_examples,
                                   grid_path=self.path("figures", "normalized_faces.png"))
-    return {k: float(v) for k, v in result.items()}
+    # Numbers as floats; the report's "split" (a string) is kept as it is.
+    return {k: v if isinstance(v, str) else float(v) for k, v in result.items()}
 
   def normalize(self, target: str, out: str) -> dict[str, Any]:
     from norface_jax.training import normalize

@@ -48,7 +48,8 @@ def write(pipe, *, stage1: dict, norm: dict, results: dict[str, dict], study: di
             f"Fixed target: `{target}`. Original | target | normalized:", "",
             "![normalized faces](figures/normalized_faces.png)", "",
             "| measure | value |", "| --- | --- |"]
-  lines += [f"| {k} | {v:.4g} |" for k, v in sorted(stage1.items()) if k != "seconds"]
+  lines += [f"| {k} | {v:.4g} |" for k, v in sorted(stage1.items())
+            if k != "seconds" and isinstance(v, (int, float))]
   lines += ["", f"Normalization throughput (images/s after compile): "
             + ", ".join(f"{k} {v:.0f}" for k, v in norm.items() if k != "seconds"), ""]
 
