@@ -159,3 +159,32 @@ def test_oracle_needs_synthfacs_fixed_target():
   assert set(o.loss.values()) == {0.0}
   with pytest.raises(ValueError, match="needs `synthetic`"):
     configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":oracle")
+
+
+def test_make_tx_warmup_clip_and_beta1_by_hand():
+  """Adam on a constant gradient g moves each step by lr_k * g / |g| (bias-corrected
+  m/sqrt(v) = sign(g) for any beta1), so the steps are the warm-up ramp lr * k / W.
+  Clipping to norm c only rescales g; the sign, hence the step, stays."""
+  import jax.numpy as jnp
+  import ml_collections
+  cfg = ml_collections.ConfigDict(dict(lr=0.1, b1=0.9, b2=0.99, eps=0.0, grad_clip=0.5,
+                                       warmup_steps=4))
+  tx = stage1.make_tx(cfg)
+  p, g = jnp.zeros(2), jnp.array([3.0, -4.0])  # |g| = 5, clipped to 0.5.
+  opt = tx.init(p)
+  steps = []
+  for _ in range(6):
+    u, opt = tx.update(g, opt, p)
+    steps.append(np.asarray(u))
+  want = [0.1 * min(k, 4) / 4 for k in range(6)]  # 0, .025, .05, .075, .1, .1
+  np.testing.assert_allclose(np.stack(steps), np.outer(want, [-1.0, 1.0]), atol=1e-7)
+  # beta1 after a sign flip of g (1 then -1; v-hat = 1 either way): b1 = 0 steps the
+  # full lr along the new gradient; b1 = 0.9 has m_2 = 0.9 * 0.1 - 0.1 = -0.01, bias-
+  # corrected -0.01 / (1 - 0.81) = -1/19, so only a 19th of it.
+  for b1, want_u in ((0.0, 1.0), (0.9, 1.0 / 19.0)):
+    tx = stage1.make_tx(ml_collections.ConfigDict(dict(lr=1.0, b1=0.0, b2=0.99, eps=0.0)),
+                        b1=b1)
+    opt = tx.init(jnp.zeros(1))
+    _, opt = tx.update(jnp.ones(1), opt)
+    u, _ = tx.update(-jnp.ones(1), opt)
+    np.testing.assert_allclose(float(u[0]), want_u, rtol=1e-5, err_msg=f"b1={b1}")

@@ -59,12 +59,19 @@ def make_models(config) -> tuple[nn.Module, nn.Module]:
   return gen, disc
 
 
-def make_tx(optim_config, lr: float | None = None) -> optax.GradientTransformation:
-  """Adam (beta1 = 0, beta2 = 0.99 in the paper), constant learning rate (`lr` overrides)."""
+def make_tx(optim_config, lr: float | None = None,
+            b1: float | None = None) -> optax.GradientTransformation:
+  """Adam (beta1 = 0, beta2 = 0.99 in the paper; `b1` overrides), global-norm clipping
+  with `grad_clip` > 0, and a constant learning rate (`lr` overrides) after a linear
+  warm-up from 0 over `warmup_steps`."""
   c = optim_config
+  rate = c.lr if lr is None else lr
+  warmup = int(c.get("warmup_steps", 0))
+  if warmup:
+    rate = optax.linear_schedule(0.0, rate, warmup)
   parts = [optax.clip_by_global_norm(c.grad_clip)] if c.get("grad_clip", 0.0) else []
-  parts += [optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps),
-            optax.scale_by_learning_rate(c.lr if lr is None else lr)]
+  parts += [optax.scale_by_adam(b1=c.b1 if b1 is None else b1, b2=c.b2, eps=c.eps),
+            optax.scale_by_learning_rate(rate)]
   return optax.chain(*parts)
 
 
@@ -195,9 +202,12 @@ class Setup:
     self.gen, self.disc = make_models(config)
     self.mesh = sharding.make_mesh(config.mesh)
     self.rules = stage2.mesh_rules(config, self.mesh)
-    # TTUR: `optim.d_lr` (0 = same as G) sets the discriminator's learning rate.
+    # TTUR: `optim.d_lr` (0 = same as G) sets the discriminator's learning rate, and
+    # `optim.d_b1` (< 0 = same as G) its Adam beta1.
     self.g_tx = make_tx(config.optim)
-    self.d_tx = make_tx(config.optim, config.optim.get("d_lr", 0.0) or None)
+    d_b1 = float(config.optim.get("d_b1", -1.0))
+    self.d_tx = make_tx(config.optim, config.optim.get("d_lr", 0.0) or None,
+                        d_b1 if d_b1 >= 0 else None)
     self.init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     size = config.data.image_size
 
