@@ -2,10 +2,13 @@
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from norface_jax import configlib
+from norface_jax.data import labels
 from norface_jax.training import perception_train, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,3 +66,24 @@ def test_synthetic_stage1_trains_its_perception_nets_once(tmp_path, monkeypatch)
 def _fake_trained(workdir, c):
   os.makedirs(os.path.join(workdir, "checkpoints", str(c.total_steps)))
   open(os.path.join(workdir, "perception.json"), "w").write("{}")
+
+
+def test_expression_head_on_all_17_aus(tmp_path):
+  """exp_targets=all: the expression head regresses every SynthFACS AU (a whole-face
+  embedding, as FECNet's), is scored on all 17 and on the dataset's columns, and `load`
+  rebuilds the 17-output head."""
+  c = configlib.load_config(os.path.join(ROOT, "configs", "perception_synthfacs.py")
+                            + ":steps=2,frames=1,batch=16,exp_targets=all")
+  c.nets.widths = (8, 8, 16, 16)
+  c.nets.vgg_cfg = (8, "M", 16, 16)
+  c.nets.eval_cfg = (8, "M", 16)
+  q = perception_train.train_and_evaluate(c, str(tmp_path))["quality"]
+  assert np.isfinite(q["expression/icc_all_aus"]) and np.isfinite(q["expression/icc"])
+  nets = perception_train.load(str(tmp_path))
+  head = nets.variables["expression"]["params"]
+  assert any(np.shape(leaf)[-1:] == (17,) for leaf in jax.tree_util.tree_leaves(head))
+  assert perception_train.exp_au_names(c.nets, ["AU6"]) == [f"AU{a}" for a in labels.SYNTH_AUS]
+  bad = c.nets.copy_and_resolve_references()
+  bad.exp_targets = "some"
+  with pytest.raises(ValueError, match="exp_targets='some'"):
+    perception_train.exp_au_names(bad, ["AU6"])

@@ -4,7 +4,9 @@ No public weights can be downloaded here, so for SynthFACS the project trains it
 (Norface's losses need them; the generator never sees the ground truth itself):
 - `identity`: IResNet embedding with a cosine classifier over the training subjects;
 - `landmarks`: IResNet regressor of the 68 landmarks (coordinates / image size);
-- `expression`: IResNet embedding with a linear head to the AU intensities / 5;
+- `expression`: IResNet embedding with a linear head to the AU intensities / 5: the
+  dataset's intensity AUs, or (`nets.exp_targets="all"`) all 17 SynthFACS AUs, a
+  whole-face expression embedding as FECNet's;
 - `eyebrow`: IResNet regressor of the 4 `brows` channels, standardised;
 - `vgg`: a VGG-style `features` stack with identity and AU heads;
 - `eval_au`, `eval_id`: independent small conv nets (an AU-intensity regressor and an
@@ -30,7 +32,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from norface_jax.data import pipeline
+from norface_jax.data import labels, pipeline
 from norface_jax.data.synthfacs import generate
 from norface_jax.data.synthfacs import presets as presets_lib
 from norface_jax.data.synthfacs import source as synth_source
@@ -40,7 +42,7 @@ from norface_jax.training import checkpointing, sharding, writers
 from norface_jax.training import stage2
 
 NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow", "eval_au", "eval_id")
-KEYS = ("image", "subject", "landmarks", "brows", "au_intensity")
+KEYS = ("image", "subject", "landmarks", "brows", "au_intensity", "au_all")
 
 
 @flax.struct.dataclass
@@ -54,7 +56,8 @@ class PerceptionState:
 def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 500, frames: int = 48,
                      batch: int = 32, eval_head: str = "flatten", lr: float = 1e-3,
                      schedule: str = "cosine", fold: int = 0,
-                     exp_arch: str = "iresnet") -> ml_collections.ConfigDict:
+                     exp_arch: str = "iresnet",
+                     exp_targets: str = "dataset") -> ml_collections.ConfigDict:
   """The perception trainer's config (`configs/perception_synthfacs.py` and stage 1's
   `config.perception`, which trains them itself when `perception_dir` is empty)."""
   c = ml_collections.ConfigDict()
@@ -65,7 +68,7 @@ def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 500, 
   c.nets = dict(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), id_dim=64, exp_dim=32,
                 vgg_cfg=(16, 16, "M", 32, 32, "M", 64, 64, "M", 128, 128),
                 eval_cfg=(32, "M", 64, "M", 128, "M", 128), eval_au_head=eval_head,
-                exp_arch=exp_arch)
+                exp_arch=exp_arch, exp_targets=exp_targets)
   c.input = dict(batch_size=batch, workers=0, prefetch=2)
   c.optim = dict(lr=lr, schedule=schedule, warmup_steps=50)
   c.evaluate = True
@@ -103,15 +106,29 @@ def expression_backbone(nets: Any, image_size: int) -> nn.Module:
   raise ValueError(f"config.nets.exp_arch={arch!r}: expected 'iresnet' or 'conv'")
 
 
-def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int) -> dict[str, nn.Module]:
-  """The seven networks (with their training heads) from `config.nets`."""
+def exp_au_names(nets: Any, au_names: list[str]) -> list[str]:
+  """The AUs the expression network's head regresses: the dataset's intensity AUs
+  (`au_names`), or with `nets.exp_targets="all"` every SynthFACS AU."""
+  targets = nets.get("exp_targets", "dataset")
+  if targets == "dataset":
+    return list(au_names)
+  if targets == "all":
+    return [f"AU{a}" for a in labels.SYNTH_AUS]
+  raise ValueError(f"config.nets.exp_targets={targets!r}: expected 'dataset' or 'all'")
+
+
+def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int,
+                  num_exp_aus: int | None = None) -> dict[str, nn.Module]:
+  """The seven networks (with their training heads) from `config.nets`; the expression
+  head has `num_exp_aus` outputs (default `num_aus`)."""
   res = lambda out, final_bn: perception.IResNet(
       tuple(nets.layers), tuple(nets.widths), out, final_bn=final_bn, input_size=image_size)
   return {
       "vgg": perception.VGGWithHeads(tuple(nets.vgg_cfg), num_subjects, num_aus),
       "identity": perception.WithHead(res(nets.id_dim, True), num_subjects, cosine=True),
       "landmarks": res(68 * 2, False),
-      "expression": perception.WithHead(expression_backbone(nets, image_size), num_aus),
+      "expression": perception.WithHead(expression_backbone(nets, image_size),
+                                        num_exp_aus or num_aus),
       "eyebrow": res(4, False),
       "eval_au": perception.ConvClassifier(tuple(nets.eval_cfg), num_aus,
                                            head=nets.get("eval_au_head", "gap")),
@@ -137,12 +154,14 @@ def make_train_step(modules, meta, tx):
   lookup[np.asarray(meta["subjects"])] = np.arange(len(meta["subjects"]))
   size = float(meta["image_size"])
   brow_mean, brow_std = np.float32(meta["brow_mean"]), np.float32(meta["brow_std"])
+  exp_all = meta["nets"].get("exp_targets", "dataset") == "all"
 
   def train_step(state: PerceptionState, batch):
     x = batch["image"].astype(jnp.float32) / 255.0
     cls = jnp.asarray(lookup)[batch["subject"]]
     lm = batch["landmarks"].reshape(x.shape[0], -1) / size
     aus = batch["au_intensity"] / 5.0
+    exp_aus = batch["au_all"] / 5.0 if exp_all else aus
     brows = (batch["brows"] - brow_mean) / brow_std
     ce = lambda logits: optax.softmax_cross_entropy_with_integer_labels(logits, cls).mean()
     mse = lambda a, b: jnp.mean((a - b) ** 2)
@@ -160,7 +179,7 @@ def make_train_step(modules, meta, tx):
       _, vgg_id, vgg_au = out["vgg"]
       losses = {
           "vgg_id": ce(vgg_id), "vgg_au": mse(vgg_au, aus), "identity": ce(out["identity"][1]),
-          "landmarks": mse(out["landmarks"], lm), "expression": mse(out["expression"][1], aus),
+          "landmarks": mse(out["landmarks"], lm), "expression": mse(out["expression"][1], exp_aus),
           "eyebrow": mse(out["eyebrow"], brows), "eval_au": mse(out["eval_au"], aus),
           "eval_id": ce(out["eval_id"]),
       }
@@ -219,7 +238,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "perception.json"), "w") as f:
       json.dump(meta, f, indent=1)
-  modules = build_modules(config.nets, d.image_size, len(meta["subjects"]), len(meta["au_names"]))
+  modules = build_modules(config.nets, d.image_size, len(meta["subjects"]), len(meta["au_names"]),
+                          len(exp_au_names(config.nets, meta["au_names"])))
   tx = make_tx(config.optim, config.total_steps)
 
   def init_fn(rng):
@@ -280,7 +300,8 @@ def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512
   """How good the networks are, on faces they were not trained on.
 
   AU intensity (test split: subjects never seen): ICC(3,1) and MAE of the expression
-  network's training head and of `eval_au`, mean over the AUs; landmarks: RMSE in px;
+  network's training head and of `eval_au`, mean over the dataset's intensity AUs (and
+  `expression/icc_all_aus` over all 17 when the head regresses them); landmarks: RMSE in px;
   eyebrow: mean Pearson r of the 4 channels. Identity (held-out frames of the training
   subjects, indices after the training frames): accuracy of `identity` and `eval_id`.
   A network at predict-the-mean has ICC about 0: the stage-1 losses built on it carry
@@ -305,7 +326,14 @@ def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512
     return np.concatenate(outs)
 
   out = {"n_test": float(n_test)}
-  au_preds = {"expression": run(jax.jit(lambda a: m["expression"].apply(v["expression"], a)[1]), x),
+  exp_pred = run(jax.jit(lambda a: m["expression"].apply(v["expression"], a)[1]), x)
+  exp_names = exp_au_names(ml_collections.ConfigDict(meta["nets"]), meta["au_names"])
+  if exp_names != list(meta["au_names"]):  # Trained on all 17 AUs: also score them all.
+    gt_all = np.stack([test[int(i)]["au_all"] for i in pick])
+    rep = metrics_lib.intensity_report(exp_pred * 5.0, gt_all, exp_names)
+    out["expression/icc_all_aus"] = float(rep["icc/mean"])
+    exp_pred = exp_pred[:, [exp_names.index(a) for a in meta["au_names"]]]
+  au_preds = {"expression": exp_pred,
               "eval_au": run(jax.jit(lambda a: m["eval_au"].apply(v["eval_au"], a)), x)}
   for name, pred in au_preds.items():
     rep = metrics_lib.intensity_report(pred * 5.0, gt, meta["au_names"])
@@ -354,7 +382,8 @@ def load(perception_dir: str) -> perception.PerceptionNets:
   with open(path) as f:
     meta = json.load(f)
   nets = ml_collections.ConfigDict(meta["nets"])
-  modules = build_modules(nets, meta["image_size"], len(meta["subjects"]), len(meta["au_names"]))
+  modules = build_modules(nets, meta["image_size"], len(meta["subjects"]), len(meta["au_names"]),
+                          len(exp_au_names(nets, meta["au_names"])))
   tx = make_tx(meta.get("optim", {"lr": 1.0}), int(meta.get("total_steps", 1)))  # Its state's shape.
 
   def init_fn(rng):

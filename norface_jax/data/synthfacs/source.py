@@ -20,12 +20,12 @@ class SynthFACSSource:
   Grain worker processes and `ShardByJaxProcess` sharding need nothing more. With
   cache=True all items are pre-rendered in vectorised batches at construction.
   Each item: image uint8 (S,S,3); au float32 (n_det,) 0/1; au_intensity float32
-  (n_int,) 0..5; emotion, subject (index into preset.subjects), gender, skin, domain,
+  (n_int,) 0..5; au_all float32 (17,) 0..5, every SynthFACS AU (`labels.SYNTH_AUS`); emotion, subject (index into preset.subjects), gender, skin, domain,
   index int32 scalars; landmarks float32 (68,2) px; brows float32 (4,).
   """
 
-  KEYS = ("image", "au", "au_intensity", "emotion", "subject", "gender", "skin", "domain",
-          "landmarks", "brows", "index")
+  KEYS = ("image", "au", "au_intensity", "au_all", "emotion", "subject", "gender", "skin",
+          "domain", "landmarks", "brows", "index")
 
   def __init__(self, preset: str = "bp4d", split: str = "train", fold: int = 0, seed: int = 0,
                size: int = 112, frames_per_subject: int | None = None,
