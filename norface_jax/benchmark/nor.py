@@ -260,10 +260,17 @@ class TorchStage1:
     self.nets = {k: torch_perception_net(perception.modules[k], perception.variables[k], size)
                  for k in stage1.LOSS_NETS}
     o = config.optim
-    adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(o.b1, o.b2), eps=o.eps)
+    adam = lambda params, lr, b1: torch.optim.Adam(params, lr=lr, betas=(b1, o.b2), eps=o.eps)
+    d_b1 = float(o.get("d_b1", -1.0))
     self.g_params = list(self.gen.parameters())
-    self.g_opt = adam(self.g_params, o.lr)
-    self.d_opt = adam(self.disc.parameters(), o.get("d_lr", 0.0) or o.lr)
+    self.g_opt = adam(self.g_params, o.lr, o.b1)
+    self.d_opt = adam(self.disc.parameters(), o.get("d_lr", 0.0) or o.lr,
+                      d_b1 if d_b1 >= 0 else o.b1)
+    # As stage1.make_tx: a linear warm-up from 0 (the rate of update k is k / warmup).
+    warmup = int(o.get("warmup_steps", 0))
+    ramp = lambda k: min(k / warmup, 1.0) if warmup else 1.0  # noqa: E731
+    self.schedules = [torch.optim.lr_scheduler.LambdaLR(opt, ramp)
+                      for opt in (self.g_opt, self.d_opt)]
     self.grad_clip = float(o.get("grad_clip", 0.0))
     self.weights = dict(config.loss)
     self.p_same = float(config.p_same)
@@ -326,6 +333,8 @@ class TorchStage1:
     if self.grad_clip:
       torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.grad_clip)
     self.d_opt.step()
+    for schedule in self.schedules:
+      schedule.step()
     self.step += 1
     return g_total
 
