@@ -10,7 +10,7 @@ Args: dataset=bp4d, synthetic, runlocal, perception_dir=W, target=synthfacs:<sub
 <image path>, steps=N, variant=B/16, dtype=float32|bfloat16, fold=K, paper (the
 paper's loss weights under `synthetic`), perception_steps=N, oracle (with `synthetic`: the
 diagnostic that trains F_nor on the fixed target with only an L2 to SynthFACS's true
-I_n). See
+I_n, no copy pairs, Adam beta1 0.9 with a 200-step warm-up). See
 `norface_jax/training/stage1_config.py` and docs/stage1.md.
 """
 

@@ -157,6 +157,7 @@ def test_oracle_needs_synthfacs_fixed_target():
   o = configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":synthetic,runlocal,oracle")
   assert o.fixed_target and o.oracle_weight > 0 and o.adv_weight == 0.0
   assert set(o.loss.values()) == {0.0}
+  assert o.p_same == 0.0 and (o.optim.b1, o.optim.warmup_steps) == (0.9, 200)
   with pytest.raises(ValueError, match="needs `synthetic`"):
     configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":oracle")
 

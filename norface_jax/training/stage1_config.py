@@ -102,7 +102,8 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
   Args: dataset=bp4d (SynthFACS preset or reader), synthetic, runlocal,
   perception_dir=W, target=..., steps=N, variant=B/16, dtype=..., fold=K, paper,
   perception_steps=N, oracle (SynthFACS diagnostic: F_nor trained on the fixed target
-  with only an L2 to the true I_n, no other loss).
+  with only an L2 to the true I_n, no other loss, p_same 0, Adam beta1 0.9, lr 1e-3
+  after a 200-step warm-up, clipping at 1).
 
   With `synthetic`: the SynthFACS calibration of the loss weights (`paper` keeps the
   paper's), the target `synthfacs:F003` (a training subject of fold 0, so the
@@ -129,6 +130,10 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
       raise ValueError("`oracle` needs `synthetic`: only SynthFACS renders the true I_n")
     c.fixed_target, c.oracle_weight, c.adv_weight = True, 100.0, 0.0
     c.loss = {k: 0.0 for k in c.loss}
+    # Every pair is the inference condition (no I_t = I_o copies), and the optimizer
+    # that learns it at CPU scale (docs/stage1.md: beta1 = 0 without warm-up stalls).
+    c.p_same = 0.0
+    c.optim.update(lr=1e-3, b1=0.9, d_b1=0.0, warmup_steps=200, grad_clip=1.0)
   if a.target:
     c.target = a.target
   if a.steps:
