@@ -261,11 +261,9 @@ class TorchStage1:
                  for k in stage1.LOSS_NETS}
     o = config.optim
     adam = lambda params, lr, b1: torch.optim.Adam(params, lr=lr, betas=(b1, o.b2), eps=o.eps)
-    d_b1 = float(o.get("d_b1", -1.0))
     self.g_params = list(self.gen.parameters())
     self.g_opt = adam(self.g_params, o.lr, o.b1)
-    self.d_opt = adam(self.disc.parameters(), o.get("d_lr", 0.0) or o.lr,
-                      d_b1 if d_b1 >= 0 else o.b1)
+    self.d_opt = adam(self.disc.parameters(), *stage1.d_lr_b1(o))
     # As stage1.make_tx: a linear warm-up from 0 (the rate of update k is k / warmup).
     warmup = int(o.get("warmup_steps", 0))
     ramp = lambda k: min(k / warmup, 1.0) if warmup else 1.0  # noqa: E731

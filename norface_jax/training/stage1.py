@@ -59,6 +59,13 @@ def make_models(config) -> tuple[nn.Module, nn.Module]:
   return gen, disc
 
 
+def d_lr_b1(optim_config) -> tuple[float, float]:
+  """D's learning rate and Adam beta1: `d_lr` (0 = G's `lr`) and `d_b1` (< 0 = G's `b1`)."""
+  c = optim_config
+  d_b1 = float(c.get("d_b1", -1.0))
+  return float(c.get("d_lr", 0.0) or c.lr), d_b1 if d_b1 >= 0 else float(c.b1)
+
+
 def make_tx(optim_config, lr: float | None = None,
             b1: float | None = None) -> optax.GradientTransformation:
   """Adam (beta1 = 0, beta2 = 0.99 in the paper; `b1` overrides), global-norm clipping
@@ -205,9 +212,7 @@ class Setup:
     # TTUR: `optim.d_lr` (0 = same as G) sets the discriminator's learning rate, and
     # `optim.d_b1` (< 0 = same as G) its Adam beta1.
     self.g_tx = make_tx(config.optim)
-    d_b1 = float(config.optim.get("d_b1", -1.0))
-    self.d_tx = make_tx(config.optim, config.optim.get("d_lr", 0.0) or None,
-                        d_b1 if d_b1 >= 0 else None)
+    self.d_tx = make_tx(config.optim, *d_lr_b1(config.optim))
     self.init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     size = config.data.image_size
 
