@@ -140,6 +140,14 @@ def test_step_pairs_target_sibling_and_oracle():
   np.testing.assert_allclose(m["d/real_logit"], jnp.mean(t ** 2), rtol=1e-5)  # Fixed: [I_t, I_t].
   rest = sum(m[f"loss/{k}"] for k in ("rec", "perc", "id", "lm", "exp", "eye"))
   np.testing.assert_allclose(m["training_loss"], rest + 3.0 * m["loss/oracle"], rtol=1e-5)
+  # A zero weight: the term is still measured (on the updated step's I_n) and logged,
+  # but it is not part of the loss that is differentiated.
+  zero_exp = ml_collections.ConfigDict(oracle.to_dict())
+  zero_exp.loss.lambda_exp = 0.0
+  m0 = run(zero_exp, target, keys=("image", "sibling", "image_norm"))
+  np.testing.assert_allclose(m0["loss/exp"], m["loss/exp"], rtol=1e-5)
+  rest = sum(m0[f"loss/{k}"] for k in ("rec", "perc", "id", "lm", "eye"))
+  np.testing.assert_allclose(m0["training_loss"], rest + 3.0 * m0["loss/oracle"], rtol=1e-5)
 
 
 def test_oracle_needs_synthfacs_fixed_target():

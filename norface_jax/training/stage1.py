@@ -153,25 +153,32 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
     t_vgg, t_id = fns["vgg"](pv["vgg"], x_t), fns["identity"](pv["identity"], x_t)
     t_lm = fns["landmarks"](pv["landmarks"], x_t)
     o_exp, o_eye = fns["expression"](pv["expression"], x_o), fns["eyebrow"](pv["eyebrow"], x_o)
+    terms = {  # name -> L(I_n), eq. 4-10
+        "adv": lambda x_n: adversarial.hinge_g_loss(disc.apply({"params": state.d_params}, x_t, x_n)),
+        "rec": lambda x_n: nor_losses.reconstruction_loss(x_n, x_t, same),
+        "perc": lambda x_n: nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n),
+                                                       perc_normalize),
+        "id": lambda x_n: nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
+        "lm": lambda x_n: nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
+        "exp": lambda x_n: nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
+        "eye": lambda x_n: nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
+    }
+    # Terms with weight 0 (the oracle diagnostic, ablations) are measured on I_n after
+    # the update's gradient, forward only: logged like the others, never back-propagated.
+    # (A missing weight counts as trained, so `weighted_total` names it.)
+    trained = [k for k in terms
+               if (adv_weight if k == "adv" else weights.get(nor_losses.WEIGHTS[k], 1.0))]
 
     def g_loss_fn(g_params):
       x_n = gen.apply({"params": g_params}, x_o, x_t, train=True, rngs={"dropout": r_drop})
-      comps = {
-          "adv": adversarial.hinge_g_loss(disc.apply({"params": state.d_params}, x_t, x_n)),
-          "rec": nor_losses.reconstruction_loss(x_n, x_t, same),
-          "perc": nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n), perc_normalize),
-          "id": nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
-          "lm": nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
-          "exp": nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
-          "eye": nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
-      }
+      comps = {k: terms[k](x_n) for k in trained}
       total = nor_losses.weighted_total(comps, weights)
       if oracle_weight:  # Diagnostic: L2 to SynthFACS's true I_n (I_o itself when same).
         x_star = jnp.where(same[:, None, None, None], x_o,
                            batch["image_norm"].astype(jnp.float32) / 255.0)
         comps["oracle"] = jnp.mean(jnp.square(x_n - x_star))
         total = total + oracle_weight * comps["oracle"]
-      if adv_warmup or adv_weight != 1.0:  # L_adv's weight: adv_weight, ramped 0 -> it.
+      if "adv" in comps and (adv_warmup or adv_weight != 1.0):  # adv_weight, ramped 0 -> it.
         ramp = (jnp.minimum(state.step.astype(jnp.float32) / adv_warmup, 1.0) if adv_warmup
                 else 1.0)
         total = total + (adv_weight * ramp - 1.0) * comps["adv"]
@@ -179,6 +186,7 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
 
     (g_total, (comps, x_n)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
     x_n = jax.lax.stop_gradient(x_n)
+    comps.update({k: terms[k](x_n) for k in terms if k not in trained})
 
     def d_loss_fn(d_params):
       real = disc.apply({"params": d_params}, x_t, x_real)
