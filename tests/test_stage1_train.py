@@ -197,3 +197,30 @@ def test_make_tx_warmup_clip_and_beta1_by_hand():
     _, opt = tx.update(jnp.ones(1), opt)
     u, _ = tx.update(-jnp.ones(1), opt)
     np.testing.assert_allclose(float(u[0]), want_u, rtol=1e-5, err_msg=f"b1={b1}")
+
+
+def test_consistency_teachers_at_the_extremes():
+  """evaluate_consistency's L_exp/L_eye rows: an F_nor that returns I_o costs 0 on both
+  teachers; one that returns the bare target costs what the target costs (`_It`), and
+  its pixel error to the true I_n is the target's."""
+  import jax.numpy as jnp
+  from norface_jax.data import registry
+  from norface_jax.training import normalize as normalize_lib
+  from norface_jax.training import sharding
+
+  c = tiny_config()
+  perception = stage1.load_perception(c)
+  target_u8, subject = normalize_lib.load_target(c.target, c.data)
+  source = registry.make_source(stage1.eval_data(c, subject), "test", task="au_intensity")
+  mesh = sharding.make_mesh((("data", -1),))
+  run = lambda fn: stage1.evaluate_consistency(  # noqa: E731
+      fn, source, perception, subject, mesh, 16, 32, target_u8)
+  copy = run(lambda x: x)
+  assert abs(copy["teacher/exp_In"]) < 1e-9 and abs(copy["teacher/eye_In"]) < 1e-9
+  assert copy["teacher/exp_It"] > 0.0 and copy["teacher/eye_Istar"] > 0.0
+  bare = run(lambda x: jnp.broadcast_to(jnp.asarray(target_u8), x.shape))
+  for k in ("exp", "eye"):
+    np.testing.assert_allclose(bare[f"teacher/{k}_In"], bare[f"teacher/{k}_It"], rtol=1e-5)
+  np.testing.assert_allclose(bare["pixels/mse_In_to_Istar"], bare["pixels/mse_It_to_Istar"],
+                             rtol=1e-5)
+  assert bare["n"] == min(32, len(source))

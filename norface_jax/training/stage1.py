@@ -267,6 +267,12 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   (`_Istar`, the ceiling for I_n), with the pixel MSE of I_n to it beside that of the
   plain target face (`target_u8`; what "no expression at all" costs). Identity: the share of I_n the evaluation identity classifier assigns to
   the target subject, beside the share of I_o (the floor).
+
+  The teachers: L_exp and L_eye (eq. 9-10, the stage-1 loss networks) of I_n against
+  I_o, and with the true I_n also of it (`_Istar`: what an exact transfer costs) and of
+  the bare target (`_It`: what no transfer costs). An I_n that scores below the true
+  I_n on a teacher while the independent regressor reads no expression in it has
+  fooled that teacher rather than learned the expression.
   """
   if "eval_au" not in perception.modules:
     return {}
@@ -277,7 +283,16 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   au_fn = jax.jit(lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
   id_fn = jax.jit(lambda x: jnp.argmax(m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
   star = "image_norm" in source[0]
+  fns = perception.functions()
+  teach_fn = jax.jit(lambda x_o, x: {  # per-sample L_exp, L_eye of x against x_o (uint8)
+      name: jax.vmap(lambda a, b: loss(a[None], b[None]))(
+          fns[net](v[net], x_o.astype(jnp.float32) / 255.0),
+          fns[net](v[net], x.astype(jnp.float32) / 255.0))
+      for name, net, loss in (("exp", "expression", nor_losses.expression_loss),
+                              ("eye", "eyebrow", nor_losses.eyebrow_loss))})
+  tags = ("n",) + (("star", "t") if star else ())
   rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")
+          + tuple(f"{loss}_{tag}" for loss in ("exp", "eye") for tag in tags)
           + (("au_star", "mse_n", "mse_t") if star else ())}
   keys = ("image", "au_intensity") + (("image_norm",) if star else ())
   seen = 0
@@ -289,6 +304,14 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
                      ("id_o", id_fn(x_o))):
       rows[key].append(np.asarray(jax.device_get(val))[valid])
     rows["gt"].append(batch["au_intensity"][valid])
+    others = {"n": x_n}
+    if star:
+      others["star"] = batch["image_norm"]
+      if target_u8 is not None:
+        others["t"] = np.broadcast_to(target_u8, x_o.shape)
+    for tag, x in others.items():
+      for loss, val in jax.device_get(teach_fn(x_o, x)).items():
+        rows[f"{loss}_{tag}"].append(np.asarray(val)[valid])
     if star:
       rows["au_star"].append(np.asarray(jax.device_get(au_fn(batch["image_norm"])))[valid])
       x_star = batch["image_norm"][valid].astype(np.float32) / 255.0
@@ -299,13 +322,17 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
     seen += int(valid.sum())
     if max_examples and seen >= max_examples:
       break
-  r = {k: np.concatenate(val) for k, val in rows.items()}
+  r = {k: np.concatenate(val) if val else np.zeros(0) for k, val in rows.items()}
   names = meta["au_names"]
   out = {"n": float(len(r["gt"]))}
   for tag in ("n", "o") + (("star",) if star else ()):
     rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
     out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
     out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
+  for key, val in r.items():  # The teachers (L_exp, L_eye) on I_n, true I_n, target.
+    if key.startswith(("exp_", "eye_")) and len(val):
+      loss, tag = key.split("_")
+      out[f"teacher/{loss}_I{tag}"] = float(np.mean(val))
   if star:  # Pixel MSE to the true I_n: of I_n, and of the target itself (no expression).
     out["pixels/mse_In_to_Istar"] = float(np.mean(r["mse_n"]))
     if len(r["mse_t"]):
