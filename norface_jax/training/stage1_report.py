@@ -8,7 +8,10 @@ perception workdir, never used by the stage-1 losses) on I_n against the ground 
 of I_o, test split (identities unseen by F_nor); the same regressor on I_o, and on
 SynthFACS's true I_n (`_Istar`: I_o's expression rendered on the target), are the
 references. Identity consistency: how often the independent identity classifier
-(`eval_id`) assigns I_n to the target subject (I_o: the chance floor). Writes
+(`eval_id`) assigns I_n to the target subject (I_o: the chance floor). The teachers:
+`teacher/{exp,eye}_I{n,star,t}`, the stage-1 L_exp and L_eye of I_n, of the true I_n
+and of the bare target against I_o (an I_n below the true I_n with no regressor ICC has
+fooled the loss network). Writes
 `<workdir>/stage1_report.json` (with `emm/...`, how the EMM's cross-attention spreads:
 `emm_attention`) and a PNG grid (original | target | normalized).
 """
