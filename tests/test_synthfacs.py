@@ -38,6 +38,28 @@ def test_shapes_and_dtypes(size):
       [labels.DISFA_INTENSITY_AUS.index(a) for a in labels.DISFA_DETECTION_AUS]] >= 2))
 
 
+def test_brows_are_the_expression_channels():
+  """`brows` is the brow raise the AUs add to the person's resting face (a 3DMM's
+  expression part): 0 for every neutral face whatever its brows and resting
+  look-alikes, AU1 at 5 raises the inner brow by 0.15 and the outer by 0.01 (geometry),
+  and the identity parts cancel, so two people with the same AUs get the same value."""
+  rng = np.random.default_rng(3)
+  ids = identity.stack([identity.sample_identity(rng) for _ in range(4)])
+  ids["rest_aus"][:] = 0.0
+  ids["rest_aus"][:, synthfacs_au_index(4)] = 2.0  # Naturally low brows (AU4 look-alike).
+  au = np.zeros((4, 17), np.float32)
+  au[2:, synthfacs_au_index(1)] = 5.0
+  sc = scene.stack([scene.sample_scene(np.random.default_rng(0), scene.LAB)] * 4)
+  brows = scene.render(ids, au, scene=sc, size=64, identity_bias=1.0)["brows"]
+  np.testing.assert_allclose(brows[:2], 0.0, atol=1e-6)
+  # AU1 on top of a resting AU4 of 2 (fractions add before clipping at 5): +0.15 / +0.01.
+  np.testing.assert_allclose(brows[2:], [[0.15, 0.01, 0.15, 0.01]] * 2, atol=1e-5)
+
+
+def synthfacs_au_index(au: int) -> int:
+  return list(labels.SYNTH_AUS).index(au)
+
+
 # AU -> landmark groups of the region where its effect must mainly lie.
 _REGIONS = {1: "brow", 2: "brow", 4: "brow", 5: "eye", 6: "eye", 7: "eye", 9: "nose",
             10: "mouth", 12: "mouth", 14: "mouth", 15: "mouth", 17: "mouth", 20: "mouth",

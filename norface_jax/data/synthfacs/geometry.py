@@ -188,6 +188,8 @@ def brow_params(g: dict[str, np.ndarray]) -> np.ndarray:
   """Eyebrow parameters (B, 4): inner and outer height above the eye centre, left then right.
 
   Brows are drawn symmetric, so left and right agree; kept as 4 for the usual layout.
+  These heights mix identity (brow gap, resting look-alikes) and expression; the
+  renderer's `brows` label is their difference to the person's resting face.
   """
   inner = g["eye_v"] - g["brow_in_v"]
   outer = g["eye_v"] - g["brow_out_v"]

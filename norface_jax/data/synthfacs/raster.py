@@ -341,7 +341,8 @@ def _background(img: np.ndarray, scene: dict[str, np.ndarray], size: int) -> Non
 def render_batch(ident: dict[str, np.ndarray], au: np.ndarray, asym: np.ndarray,
                  pose: dict[str, np.ndarray], scene: dict[str, np.ndarray], size: int,
                  identity_bias: float = 1.0) -> dict[str, np.ndarray]:
-  """Draws B faces; returns image uint8 (B,S,S,3), landmarks (B,68,2) px, brows (B,4).
+  """Draws B faces; returns image uint8 (B,S,S,3), landmarks (B,68,2) px, brows (B,4)
+  (the eyebrow expression channels: inner/outer brow raise over the resting face).
 
   The identity's resting AU look-alikes are added to the drawn AUs (times
   identity_bias); labels stay the true AUs.
@@ -359,8 +360,12 @@ def render_batch(ident: dict[str, np.ndarray], au: np.ndarray, asym: np.ndarray,
 
 
 def _render_chunk(ident, au, asym, pose, scene, size, identity_bias):
-  drawn = np.clip(au + identity_bias * ident["rest_aus"], 0, 5)
+  rest = np.clip(identity_bias * ident["rest_aus"], 0, 5)
+  drawn = np.clip(au + rest, 0, 5)
   g = geometry.face_geometry(ident, drawn, np.asarray(asym, F32), pose["yaw"].astype(F32))
+  # The person's resting face: what a 3DMM calls identity shape, so `brows` (its
+  # expression blendshape channels) is the brow movement the AUs add to it.
+  g_rest = geometry.face_geometry(ident, rest, np.asarray(asym, F32), pose["yaw"].astype(F32))
   M, t = pose_affine(pose, size)
   Minv = np.linalg.inv(M).astype(F32)
   k = np.sqrt(np.abs(np.linalg.det(M))).astype(F32)
@@ -391,4 +396,4 @@ def _render_chunk(ident, au, asym, pose, scene, size, identity_bias):
   np.clip(img, 0, 1, out=img)
   lm = to_pixels(geometry.landmarks(g), M, t)
   return {"image": (img.transpose(1, 2, 3, 0) * 255 + 0.5).astype(np.uint8), "landmarks": lm,
-          "brows": geometry.brow_params(g)}
+          "brows": geometry.brow_params(g) - geometry.brow_params(g_rest)}
