@@ -224,3 +224,23 @@ def test_consistency_teachers_at_the_extremes():
   np.testing.assert_allclose(bare["pixels/mse_In_to_Istar"], bare["pixels/mse_It_to_Istar"],
                              rtol=1e-5)
   assert bare["n"] == min(32, len(source))
+
+
+def test_loss_landscape_by_hand():
+  """stage1_landscape scores known candidates with the step's own terms: I_o costs 0
+  on the expression side, the bare target 0 on the identity side, and each total is
+  the config-weighted sum of its terms."""
+  from norface_jax.training import stage1_landscape
+
+  c = tiny_config()
+  r = stage1_landscape.landscape(c, stage1.load_perception(c), max_examples=20, batch_size=16)
+  assert r["n"] == 28.0  # Whole batches: both of the tiny test split's 28 faces.
+  assert abs(r["original/exp"]) < 1e-7 and abs(r["original/eye"]) < 1e-7
+  for k in ("perc", "id", "lm"):
+    assert abs(r[f"target/{k}"]) < 1e-6, k
+  w = {k: c.loss[f"lambda_{k}"] for k in stage1_landscape.TERMS}
+  for cand in stage1_landscape.CANDIDATES:
+    np.testing.assert_allclose(r[f"{cand}/weighted"],
+                               sum(w[k] * r[f"{cand}/{k}"] for k in w), rtol=1e-5)
+  np.testing.assert_allclose(r["margin/answer_vs_target"],
+                             r["target/weighted"] - r["true_In/weighted"], rtol=1e-6)

@@ -112,6 +112,26 @@ def load_perception(config) -> Any:
   return perception_train.load(config.perception_dir)
 
 
+def loss_terms(fns, pv, x_o, x_t, same, perc_normalize: bool) -> dict[str, Any]:
+  """name -> L(I_n) for eq. 5-10 (L_adv needs D and is added by the step).
+
+  What the frozen networks say about I_o and I_t is computed once here, outside any
+  gradient; `same` (B,) marks the pairs drawn with I_t = I_o (L_rec's pairs).
+  """
+  t_vgg, t_id = fns["vgg"](pv["vgg"], x_t), fns["identity"](pv["identity"], x_t)
+  t_lm = fns["landmarks"](pv["landmarks"], x_t)
+  o_exp, o_eye = fns["expression"](pv["expression"], x_o), fns["eyebrow"](pv["eyebrow"], x_o)
+  return {
+      "rec": lambda x_n: nor_losses.reconstruction_loss(x_n, x_t, same),
+      "perc": lambda x_n: nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n),
+                                                     perc_normalize),
+      "id": lambda x_n: nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
+      "lm": lambda x_n: nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
+      "exp": lambda x_n: nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
+      "eye": lambda x_n: nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
+  }
+
+
 def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | None = None):
   """The pure step: one discriminator and one generator update from the same state.
 
@@ -149,20 +169,9 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
       x_real = pick(sib, jnp.roll(sib, shift, axis=0))
     else:
       x_real = x_t
-    # What the frozen networks say about the inputs (constants for the gradients).
-    t_vgg, t_id = fns["vgg"](pv["vgg"], x_t), fns["identity"](pv["identity"], x_t)
-    t_lm = fns["landmarks"](pv["landmarks"], x_t)
-    o_exp, o_eye = fns["expression"](pv["expression"], x_o), fns["eyebrow"](pv["eyebrow"], x_o)
-    terms = {  # name -> L(I_n), eq. 4-10
-        "adv": lambda x_n: adversarial.hinge_g_loss(disc.apply({"params": state.d_params}, x_t, x_n)),
-        "rec": lambda x_n: nor_losses.reconstruction_loss(x_n, x_t, same),
-        "perc": lambda x_n: nor_losses.perceptual_loss(t_vgg, fns["vgg"](pv["vgg"], x_n),
-                                                       perc_normalize),
-        "id": lambda x_n: nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
-        "lm": lambda x_n: nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
-        "exp": lambda x_n: nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
-        "eye": lambda x_n: nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
-    }
+    terms = {"adv": lambda x_n: adversarial.hinge_g_loss(
+        disc.apply({"params": state.d_params}, x_t, x_n)),
+             **loss_terms(fns, pv, x_o, x_t, same, perc_normalize)}
     # Terms with weight 0 (the oracle diagnostic, ablations) are measured on I_n after
     # the update's gradient, forward only: logged like the others, never back-propagated.
     # (A missing weight counts as trained, so `weighted_total` names it.)
