@@ -157,3 +157,192 @@ def export_conv_classifier(variables: Mapping[str, Any]) -> dict[str, np.ndarray
       raise KeyError(f"unexpected ConvClassifier module {name!r}")
     out[f"{name}.bias"] = _np(leaves["bias"])
   return {k: np.array(v) for k, v in out.items()}
+
+
+# --- Generic torch module tree -> Flax, and the public layouts of the other three nets.
+
+
+def flax_path(torch_module: str) -> str:
+  """`conv2.downsample.0` -> `conv2/downsample_0`, `layer1.0.bn1` -> `layer1_0/bn1`:
+  a numeric part joins the name before it (the Flax module names of fan.py, resnet.py)."""
+  out: list[str] = []
+  for part in torch_module.split("."):
+    if part.isdigit() and out:
+      out[-1] = f"{out[-1]}_{part}"
+    else:
+      out.append(part)
+  return "/".join(out)
+
+
+def import_modules(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """Conv2d, Linear and BatchNorm weights of any torch module tree -> Flax variables.
+
+  A module with `running_mean` is a BatchNorm (`scale`, `bias` / `mean`, `var`), a 4-D
+  `weight` a conv (`kernel` (kh, kw, I, O)), a 2-D one a Linear (`kernel` = weight.T);
+  `num_batches_tracked` is dropped. Anything else raises.
+  """
+  params: dict[str, Any] = {}
+  stats: dict[str, Any] = {}
+
+  def put(tree, path, leaf, value):
+    node = tree
+    for part in path.split("/"):
+      node = node.setdefault(part, {})
+    node[leaf] = value
+
+  modules: dict[str, dict[str, Any]] = {}
+  for key, value in state_dict.items():
+    module, _, leaf = key.rpartition(".")
+    if leaf != "num_batches_tracked":
+      modules.setdefault(module, {})[leaf] = value
+  for module, leaves in modules.items():
+    path = flax_path(module)
+    if "running_mean" in leaves:
+      put(params, path, "scale", _np(leaves["weight"]))
+      put(params, path, "bias", _np(leaves["bias"]))
+      put(stats, path, "mean", _np(leaves["running_mean"]))
+      put(stats, path, "var", _np(leaves["running_var"]))
+    elif "weight" in leaves and np.ndim(_np(leaves["weight"])) in (2, 4):
+      w = _np(leaves["weight"])
+      put(params, path, "kernel", _conv_kernel(w) if w.ndim == 4 else w.T)
+      if "bias" in leaves:
+        put(params, path, "bias", _np(leaves["bias"]))
+    else:
+      raise KeyError(f"module {module!r} with {sorted(leaves)} is neither a conv, a Linear "
+                     "nor a BatchNorm")
+  out = {"params": params}
+  if stats:
+    out["batch_stats"] = stats
+  return out
+
+
+def check_layout(variables: Mapping[str, Any], expected: Mapping[str, Any], layout: str) -> None:
+  """Raises a KeyError naming `layout` unless `variables` has exactly the paths and
+  shapes of `expected` (a `jax.eval_shape(model.init, ...)` tree)."""
+  def flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+      if isinstance(v, Mapping):
+        out.update(flat(v, f"{prefix}{k}/"))
+      else:
+        out[f"{prefix}{k}"] = tuple(np.shape(v))
+    return out
+
+  got, want = flat(variables), flat(expected)
+  missing = sorted(set(want) - set(got))
+  extra = sorted(set(got) - set(want))
+  shapes = [f"{k}: {got[k]} != {want[k]}" for k in sorted(set(got) & set(want))
+            if got[k] != want[k]]
+  if missing or extra or shapes:
+    raise KeyError(f"not a {layout} state_dict; as Flax paths: missing {missing[:5]} "
+                   f"(of {len(missing)}), "
+                   f"unexpected {extra[:5]} (of {len(extra)}), wrong shapes {shapes[:5]}")
+
+
+FAN_LAYOUT = ("face-alignment FAN (keys conv1.weight, bn1.*, conv2.bn1.weight, "
+              "conv2.downsample.0.*, m0.b1_4.conv1.weight, top_m_0.*, conv_last0.*, bn_end0.*, "
+              "l0.weight, bl0.*, al0.*)")
+RESNET_LAYOUT = ("torchvision ResNet (keys conv1.weight, bn1.*, layer1.0.conv1.weight, ..., "
+                 "layer4.N.bn2/bn3.*, downsample.0/1.*, optional fc.weight/bias)")
+DECA_LAYOUT = ("DECA E_flame (keys encoder.conv1.weight, encoder.bn1.*, "
+               "encoder.layer{1..4}.N.{conv1..3,bn1..3,downsample.0/1}.*, layers.0.weight "
+               "(1024, 2048), layers.2.weight (236, 1024))")
+
+
+def _expected(model: Any, size: int) -> dict[str, Any]:
+  import jax  # The interop module stays importable without tracing anything at import.
+  import jax.numpy as jnp
+  return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+
+
+def fan_num_modules(state_dict: Mapping[str, Any]) -> int:
+  """How many hourglass stacks a FAN state_dict has (the `l{i}.weight` heatmap heads)."""
+  n = sum(1 for k in state_dict if re.match(r"^l\d+\.weight$", k))
+  if n == 0:
+    raise KeyError(f"no `l0.weight`: not a {FAN_LAYOUT} state_dict")
+  return n
+
+
+def import_fan(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """face-alignment `FAN` state_dict (2DFAN-4: 4 stacks) -> `fan.FAN` variables."""
+  from norface_jax.models import fan
+  variables = import_modules(state_dict)
+  check_layout(variables, _expected(fan.FAN(fan_num_modules(state_dict), input_size=64), 64),
+               FAN_LAYOUT)
+  return variables
+
+
+def resnet_spec(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """`layers`, `block` and `num_outputs` (the `fc` width, or None) of a torchvision
+  ResNet state_dict whose keys start with `prefix`."""
+  counts: dict[int, int] = {}
+  for k in state_dict:
+    m = re.match(rf"^{re.escape(prefix)}layer(\d)\.(\d+)\.conv1\.weight$", k)
+    if m:
+      counts[int(m.group(1))] = max(counts.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+  if sorted(counts) != [1, 2, 3, 4]:
+    raise KeyError(f"no `{prefix}layer1..4.N.conv1.weight`: not a {RESNET_LAYOUT} state_dict"
+                   + (f" under `{prefix}`" if prefix else ""))
+  block = "bottleneck" if f"{prefix}layer1.0.conv3.weight" in state_dict else "basic"
+  fc = state_dict.get(f"{prefix}fc.weight")
+  return {"layers": [counts[s] for s in (1, 2, 3, 4)], "block": block,
+          "num_outputs": None if fc is None else int(np.shape(fc)[0])}
+
+
+def import_resnet(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """torchvision ResNet (resnet18/34 BasicBlock, 50/101/152 Bottleneck) state_dict, its
+  `fc` the embedding head, -> `resnet.ResNet` variables (`fc` optional)."""
+  from norface_jax.models import resnet
+  spec = resnet_spec(state_dict)
+  variables = import_modules(state_dict)
+  model = resnet.ResNet(tuple(spec["layers"]), spec["block"], spec["num_outputs"], input_size=64)
+  check_layout(variables, _expected(model, 64), RESNET_LAYOUT)
+  return variables
+
+
+def import_deca_flame(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """DECA `E_flame` state_dict (`checkpoint['E_flame']` of deca_model.tar) ->
+  `resnet.FlameEncoder` variables."""
+  from norface_jax.models import resnet
+  if "layers.2.weight" not in state_dict:
+    raise KeyError(f"no `layers.2.weight`: not a {DECA_LAYOUT} state_dict")
+  spec = resnet_spec(state_dict, "encoder.")
+  if spec != {"layers": [3, 4, 6, 3], "block": "bottleneck", "num_outputs": None}:
+    raise KeyError(f"encoder is {spec}, not DECA's ResNet-50: not a {DECA_LAYOUT} state_dict")
+  variables = import_modules(state_dict)
+  check_layout(variables, _expected(resnet.FlameEncoder(input_size=64), 64), DECA_LAYOUT)
+  return variables
+
+
+def iresnet_spec(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """`IResNet` fields of an insightface iresnet state_dict: `layers`, `widths`,
+  `num_features`, `final_bn` and the `input_size` its fc width implies."""
+  layers, widths = [], []
+  for s in (1, 2, 3, 4):
+    blocks = {int(m.group(1)) for k in state_dict
+              for m in [re.match(rf"^layer{s}\.(\d+)\.conv1\.weight$", k)] if m}
+    if not blocks:
+      raise KeyError(f"no `layer{s}.0.conv1.weight`: not an insightface iresnet state_dict")
+    layers.append(max(blocks) + 1)
+    widths.append(int(np.shape(state_dict[f"layer{s}.0.conv1.weight"])[0]))
+  fc_in = int(np.shape(state_dict["fc.weight"])[1])
+  side = int(round(np.sqrt(fc_in / widths[-1])))
+  return {"layers": layers, "widths": widths, "num_features": int(np.shape(state_dict["fc.weight"])[0]),
+          "final_bn": "features.running_mean" in state_dict, "input_size": side * 16}
+
+
+def vgg_cfg(state_dict: Mapping[str, Any]) -> list[Any]:
+  """The VGG cfg (channels, "M" for pools) of torchvision `features.{i}` conv keys:
+  a gap of 3 between conv indices (conv, ReLU, pool) is a pool."""
+  convs = sorted(int(m.group(1)) for k in state_dict
+                 for m in [re.match(r"^features\.(\d+)\.weight$", k)] if m)
+  if not convs:
+    raise KeyError("no `features.N.weight` keys: not a torchvision VGG state_dict")
+  cfg: list[Any] = []
+  for i, j in zip(convs, convs[1:] + [None]):
+    cfg.append(int(np.shape(state_dict[f"features.{i}.weight"])[0]))
+    if j is not None and j - i == 3:
+      cfg.append("M")
+    elif j is not None and j - i != 2:
+      raise KeyError(f"features.{i} -> features.{j}: not a torchvision VGG (no batch norm) layout")
+  return cfg

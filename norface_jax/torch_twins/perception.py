@@ -19,6 +19,14 @@ normalise inside:
   needs the side the net sees (`input_size`, else `image_size`). With `exp_arch="conv"`
   it is also the expression embedding behind L_exp.
 
+- `FAN`: face-alignment's 2D-FAN (`conv1`, `bn1`, `conv2..4`, per stack `m{i}`,
+  `top_m_{i}`, `conv_last{i}`, `bn_end{i}`, `l{i}`, `bl{i}`, `al{i}`), [0, 1] input;
+  returns every stack's 68 heatmaps.
+- `ResNet`: torchvision's ResNet (BasicBlock or Bottleneck; `conv1`, `bn1`,
+  `layer{1..4}.{b}.*`, optional `fc`), global average pool, ImageNet mean/std or none.
+- `FlameEncoder`: DECA's `E_flame` (`encoder.` ResNet-50, `layers.0`, `layers.2`),
+  [0, 1] input, the (B, 236) FLAME code.
+
 `interop.torch_perception` maps the Flax variables to these state_dicts and back.
 Shape letters: B batch, C channels, H/W spatial.
 """
@@ -178,3 +186,183 @@ class ConvClassifier(nn.Module):
     else:
       x = x.permute(0, 2, 3, 1).flatten(1)  # The Flax (H, W, C) order.
     return self.out(x)
+
+
+class FANConvBlock(nn.Module):
+  """face-alignment ConvBlock: BN-ReLU-conv3x3 x3 (out/2, out/4, out/4), concatenated,
+  plus the input or `downsample` (BN, ReLU, 1x1 conv)."""
+
+  def __init__(self, in_planes: int, out_planes: int):
+    super().__init__()
+    half, quarter = out_planes // 2, out_planes // 4
+    self.bn1 = nn.BatchNorm2d(in_planes)
+    self.conv1 = nn.Conv2d(in_planes, half, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(half)
+    self.conv2 = nn.Conv2d(half, quarter, 3, 1, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(quarter)
+    self.conv3 = nn.Conv2d(quarter, quarter, 3, 1, 1, bias=False)
+    self.downsample = None
+    if in_planes != out_planes:
+      self.downsample = nn.Sequential(nn.BatchNorm2d(in_planes), nn.ReLU(),
+                                      nn.Conv2d(in_planes, out_planes, 1, 1, bias=False))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    o1 = self.conv1(F.relu(self.bn1(x)))
+    o2 = self.conv2(F.relu(self.bn2(o1)))
+    o3 = self.conv3(F.relu(self.bn3(o2)))
+    res = self.downsample(x) if self.downsample is not None else x
+    return torch.cat((o1, o2, o3), 1) + res
+
+
+class HourGlass(nn.Module):
+  """Depth-`depth` hourglass: `b1_{d}`, `b2_{d}`, `b2_plus_1`, `b3_{d}` ConvBlocks."""
+
+  def __init__(self, depth: int = 4, features: int = 256):
+    super().__init__()
+    self.depth = depth
+    for d in range(depth, 0, -1):
+      self.add_module(f"b1_{d}", FANConvBlock(features, features))
+      self.add_module(f"b2_{d}", FANConvBlock(features, features))
+      if d == 1:
+        self.add_module("b2_plus_1", FANConvBlock(features, features))
+      self.add_module(f"b3_{d}", FANConvBlock(features, features))
+
+  def _level(self, d: int, x: torch.Tensor) -> torch.Tensor:
+    up1 = getattr(self, f"b1_{d}")(x)
+    low = getattr(self, f"b2_{d}")(F.avg_pool2d(x, 2, stride=2))
+    low = self._level(d - 1, low) if d > 1 else self.b2_plus_1(low)
+    low = getattr(self, f"b3_{d}")(low)
+    return up1 + F.interpolate(low, scale_factor=2, mode="nearest")
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self._level(self.depth, x)
+
+
+class FAN(nn.Module):
+  """face-alignment's FAN(num_modules) on [0, 1] NCHW RGB; forward returns the list of
+  every stack's (B, 68, H/4, W/4) heatmaps."""
+
+  def __init__(self, num_modules: int = 4, input_size: int | None = 256):
+    super().__init__()
+    self.num_modules, self.input_size = num_modules, input_size
+    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.conv2 = FANConvBlock(64, 128)
+    self.conv3 = FANConvBlock(128, 128)
+    self.conv4 = FANConvBlock(128, 256)
+    for i in range(num_modules):
+      self.add_module(f"m{i}", HourGlass(4, 256))
+      self.add_module(f"top_m_{i}", FANConvBlock(256, 256))
+      self.add_module(f"conv_last{i}", nn.Conv2d(256, 256, 1))
+      self.add_module(f"bn_end{i}", nn.BatchNorm2d(256))
+      self.add_module(f"l{i}", nn.Conv2d(256, 68, 1))
+      if i < num_modules - 1:
+        self.add_module(f"bl{i}", nn.Conv2d(256, 256, 1))
+        self.add_module(f"al{i}", nn.Conv2d(68, 256, 1))
+
+  def forward(self, x01: torch.Tensor) -> list[torch.Tensor]:
+    x = F.relu(self.bn1(self.conv1(resize_to(x01.float(), self.input_size))))
+    x = self.conv4(self.conv3(F.avg_pool2d(self.conv2(x), 2, stride=2)))
+    previous, outputs = x, []
+    for i in range(self.num_modules):
+      ll = getattr(self, f"top_m_{i}")(getattr(self, f"m{i}")(previous))
+      ll = F.relu(getattr(self, f"bn_end{i}")(getattr(self, f"conv_last{i}")(ll)))
+      out = getattr(self, f"l{i}")(ll)
+      outputs.append(out)
+      if i < self.num_modules - 1:
+        previous = previous + getattr(self, f"bl{i}")(ll) + getattr(self, f"al{i}")(out)
+    return outputs
+
+
+class BasicBlock(nn.Module):
+  """torchvision BasicBlock: conv1 3x3(stride)/bn1/ReLU, conv2/bn2, + downsample, ReLU."""
+  expansion = 1
+
+  def __init__(self, inplanes: int, planes: int, stride: int = 1,
+               downsample: nn.Module | None = None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.downsample = downsample
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+    return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class Bottleneck(nn.Module):
+  """torchvision Bottleneck (v1.5, stride on conv2): 1x1, 3x3, 1x1 to 4 * planes."""
+  expansion = 4
+
+  def __init__(self, inplanes: int, planes: int, stride: int = 1,
+               downsample: nn.Module | None = None):
+    super().__init__()
+    self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+    self.bn3 = nn.BatchNorm2d(planes * 4)
+    self.downsample = downsample
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = F.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    return F.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ResNet(nn.Module):
+  """torchvision ResNet trunk, global average pool, optional `fc` (an embedding head)."""
+
+  def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), block: str = "bottleneck",
+               num_outputs: int | None = None, input_size: int | None = 224,
+               normalize: str = "imagenet"):
+    super().__init__()
+    cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
+    self.input_size, self.normalize = input_size, normalize
+    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+    self.bn1 = nn.BatchNorm2d(64)
+    inplanes = 64
+    for s, n in enumerate(layers):
+      planes, stride = 64 * 2 ** s, 1 if s == 0 else 2
+      down = None
+      if stride != 1 or inplanes != planes * cls.expansion:
+        down = nn.Sequential(nn.Conv2d(inplanes, planes * cls.expansion, 1, stride, bias=False),
+                             nn.BatchNorm2d(planes * cls.expansion))
+      mods = [cls(inplanes, planes, stride, down)]
+      inplanes = planes * cls.expansion
+      mods += [cls(inplanes, planes) for _ in range(1, n)]
+      setattr(self, f"layer{s + 1}", nn.Sequential(*mods))
+    self.num_stages = len(layers)
+    self.fc = nn.Linear(inplanes, num_outputs) if num_outputs is not None else None
+    self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1),
+                         persistent=False)
+    self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1),
+                         persistent=False)
+
+  def forward(self, x01: torch.Tensor) -> torch.Tensor:
+    x = resize_to(x01.float(), self.input_size)
+    if self.normalize == "imagenet":
+      x = (x - self.mean) / self.std
+    x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+    for s in range(self.num_stages):
+      x = getattr(self, f"layer{s + 1}")(x)
+    x = x.mean(dim=(2, 3))
+    return self.fc(x) if self.fc is not None else x
+
+
+class FlameEncoder(nn.Module):
+  """DECA's `E_flame`: ResNet-50 `encoder` (no normalisation), `layers` = Linear(2048,
+  1024), ReLU, Linear(1024, 236). DECA pools with AvgPool2d(7), the global mean at
+  its 224 px; this twin takes the global mean at any size."""
+
+  def __init__(self, input_size: int | None = 224, outsize: int = 236):
+    super().__init__()
+    self.encoder = ResNet((3, 4, 6, 3), "bottleneck", None, input_size, "none")
+    self.layers = nn.Sequential(nn.Linear(2048, 1024), nn.ReLU(), nn.Linear(1024, outsize))
+
+  def forward(self, x01: torch.Tensor) -> torch.Tensor:
+    return self.layers(self.encoder(x01))
