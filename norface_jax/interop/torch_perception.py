@@ -5,6 +5,12 @@
 - insightface iresnet (`conv1.weight`, `bn1.*`, `prelu.weight`, `layer{s}.{b}.{bn1,
   conv1, bn2, prelu, conv2, bn3, downsample.0, downsample.1}`, `bn2.*`, `fc.*`,
   `features.*`) -> `perception.IResNet` variables (`params` + `batch_stats`).
+- face-alignment 2D-FAN -> `fan.FAN` (`import_fan`); torchvision ResNet with its `fc` as
+  an embedding head -> `resnet.ResNet` (`import_resnet`); DECA `E_flame` ->
+  `resnet.FlameEncoder` (`import_deca_flame`). These go through `import_modules` (any
+  conv / Linear / BatchNorm tree, `a.0.b` -> `a_0/b`) and `check_layout` against
+  `jax.eval_shape` of the Flax module, so a wrong state_dict raises a KeyError naming
+  the layout expected and what is missing, unexpected or of the wrong shape.
 
 Values may be torch tensors or NumPy arrays; torch itself is never imported here, so
 the importers work from any loaded state_dict (`torch.load`, safetensors).
@@ -17,7 +23,11 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from norface_jax.models import fan, resnet
 
 
 def _np(x: Any) -> np.ndarray:
@@ -250,8 +260,7 @@ DECA_LAYOUT = ("DECA E_flame (keys encoder.conv1.weight, encoder.bn1.*, "
 
 
 def _expected(model: Any, size: int) -> dict[str, Any]:
-  import jax  # The interop module stays importable without tracing anything at import.
-  import jax.numpy as jnp
+  """The variable shapes `model.init` makes (every net resizes inside: any side works)."""
   return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
 
@@ -265,7 +274,6 @@ def fan_num_modules(state_dict: Mapping[str, Any]) -> int:
 
 def import_fan(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """face-alignment `FAN` state_dict (2DFAN-4: 4 stacks) -> `fan.FAN` variables."""
-  from norface_jax.models import fan
   variables = import_modules(state_dict)
   check_layout(variables, _expected(fan.FAN(fan_num_modules(state_dict), input_size=64), 64),
                FAN_LAYOUT)
@@ -292,7 +300,6 @@ def resnet_spec(state_dict: Mapping[str, Any], prefix: str = "") -> dict[str, An
 def import_resnet(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """torchvision ResNet (resnet18/34 BasicBlock, 50/101/152 Bottleneck) state_dict, its
   `fc` the embedding head, -> `resnet.ResNet` variables (`fc` optional)."""
-  from norface_jax.models import resnet
   spec = resnet_spec(state_dict)
   variables = import_modules(state_dict)
   model = resnet.ResNet(tuple(spec["layers"]), spec["block"], spec["num_outputs"], input_size=64)
@@ -303,7 +310,6 @@ def import_resnet(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 def import_deca_flame(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """DECA `E_flame` state_dict (`checkpoint['E_flame']` of deca_model.tar) ->
   `resnet.FlameEncoder` variables."""
-  from norface_jax.models import resnet
   if "layers.2.weight" not in state_dict:
     raise KeyError(f"no `layers.2.weight`: not a {DECA_LAYOUT} state_dict")
   spec = resnet_spec(state_dict, "encoder.")

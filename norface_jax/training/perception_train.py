@@ -38,7 +38,7 @@ from norface_jax.data.synthfacs import presets as presets_lib
 from norface_jax.data.synthfacs import source as synth_source
 from norface_jax.evaluation import metrics as metrics_lib
 from norface_jax.models import perception
-from norface_jax.training import checkpointing, sharding, writers
+from norface_jax.training import checkpointing, perception_import, sharding, writers
 from norface_jax.training import stage2
 
 NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow", "eval_au", "eval_id")
@@ -372,15 +372,19 @@ def random_perception(nets: Any, image_size: int, num_subjects: int = 4, num_aus
 
 
 def load(perception_dir: str) -> perception.PerceptionNets:
-  """The trained networks of a `perception_train` workdir (latest checkpoint)."""
+  """The trained networks of a `perception_train` workdir (latest checkpoint), or the
+  imported public ones of a `perception_import` directory (`kind: "imported"`)."""
   perception_dir = os.path.abspath(os.path.expanduser(perception_dir))
   path = os.path.join(perception_dir, "perception.json")
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"{path} not found: train the perception networks first with\n  python launch/train.py "
-        f"--config=configs/perception_synthfacs.py --workdir={perception_dir}")
+        f"--config=configs/perception_synthfacs.py --workdir={perception_dir}\nor import the "
+        f"public PyTorch weights with launch/import_perception.py --out={perception_dir}")
   with open(path) as f:
     meta = json.load(f)
+  if meta.get("kind") == "imported":  # Public PyTorch weights (launch/import_perception.py).
+    return perception_import.read(perception_dir, meta)
   nets = ml_collections.ConfigDict(meta["nets"])
   modules = build_modules(nets, meta["image_size"], len(meta["subjects"]), len(meta["au_names"]),
                           len(exp_au_names(nets, meta["au_names"])))
