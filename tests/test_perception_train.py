@@ -25,7 +25,7 @@ def test_perception_train_and_load(tmp_path):
   result = perception_train.train_and_evaluate(c, str(tmp_path))
   # The quality of the networks on unseen faces is measured at the end (quality.json).
   q = result["quality"]
-  for k in ("expression/icc", "eval_au/icc", "landmarks/rmse_px", "eyebrow/pearson",
+  for k in ("expression/icc", "eval_au/icc", "landmarks/rmse_px", "eyebrow/rmse",
             "identity/accuracy_heldout_frames", "eval_id/accuracy_heldout_frames"):
     assert np.isfinite(q[k]), k
   assert 0.0 <= q["identity/accuracy_heldout_frames"] <= 1.0

@@ -302,7 +302,7 @@ def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512
   AU intensity (test split: subjects never seen): ICC(3,1) and MAE of the expression
   network's training head and of `eval_au`, mean over the dataset's intensity AUs (and
   `expression/icc_all_aus` over all 17 when the head regresses them); landmarks: RMSE in px;
-  eyebrow: mean Pearson r of the 4 channels. Identity (held-out frames of the training
+  eyebrow: mean Pearson r of the channels that vary and RMSE (canonical units). Identity (held-out frames of the training
   subjects, indices after the training frames): accuracy of `identity` and `eval_id`.
   A network at predict-the-mean has ICC about 0: the stage-1 losses built on it carry
   no AU signal, and `stage1_report`'s expression consistency cannot be measured.
@@ -343,8 +343,13 @@ def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512
   pred_lm = run(jax.jit(lambda a: m["landmarks"].apply(v["landmarks"], a)), x).reshape(lm.shape)
   out["landmarks/rmse_px"] = float(np.sqrt(np.mean(np.sum((pred_lm * size - lm) ** 2, -1))))
   pred_b = run(jax.jit(lambda a: m["eyebrow"].apply(v["eyebrow"], a)), x)
-  out["eyebrow/pearson"] = float(np.mean([np.corrcoef(pred_b[:, j], brows[:, j])[0, 1]
-                                          for j in range(brows.shape[1])]))
+  # Channels whose label varies (a set of faces without brow AUs has none: `brows` is the
+  # identity-free expression part, 0 at rest); NaN when no channel varies.
+  moving = [j for j in range(brows.shape[1]) if np.std(brows[:, j]) > 1e-6]
+  out["eyebrow/pearson"] = (float(np.mean([np.corrcoef(pred_b[:, j], brows[:, j])[0, 1]
+                                           for j in moving])) if moving else float("nan"))
+  b_mean, b_std = np.float32(meta["brow_mean"]), np.float32(meta["brow_std"])
+  out["eyebrow/rmse"] = float(np.sqrt(np.mean(np.square(pred_b * b_std + b_mean - brows))))
   # Identity: frames of the training subjects after those the networks were trained on.
   train_frames = frames or presets_lib.get(meta["preset"]).frames_per_subject
   held = 4
