@@ -52,6 +52,11 @@ def test_perceptual_identity_landmark_expression_eyebrow():
   np.testing.assert_allclose(L.expression_loss(jnp.array([[0.0, 2.0], [3.0, 4.0]]),
                                                jnp.array([[0.0, 5.0], [4.0, 3.0]])),
                              (0.0 + 0.04) / 2, rtol=1e-5, atol=1e-7)
+  # AU intensities (normalize=False): the length counts. (0, 2) vs (0, 5): squared diffs
+  # (0, 9), mean over D = 4.5; (3, 4) vs (4, 3): (1, 1) -> 1; batch mean 2.75.
+  np.testing.assert_allclose(L.expression_loss(jnp.array([[0.0, 2.0], [3.0, 4.0]]),
+                                               jnp.array([[0.0, 5.0], [4.0, 3.0]]),
+                                               normalize=False), 2.75, rtol=1e-6)
   np.testing.assert_allclose(L.eyebrow_loss(jnp.zeros((2, 4)), jnp.ones((2, 4))), 1.0)
 
 

@@ -244,3 +244,25 @@ def test_loss_landscape_by_hand():
                                sum(w[k] * r[f"{cand}/{k}"] for k in w), rtol=1e-5)
   np.testing.assert_allclose(r["margin/answer_vs_target"],
                              r["target/weighted"] - r["true_In/weighted"], rtol=1e-6)
+
+
+def test_expression_output_embedding_or_head():
+  """`functions(expression_output=...)`: the expression network's embedding (its
+  backbone) or the AU intensities of its training head; a net without a head refuses."""
+  import jax.numpy as jnp
+  import pytest
+  from norface_jax.models import perception as perception_lib
+
+  c = tiny_config()
+  nets = stage1.load_perception(c)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
+  v = nets.variables["expression"]
+  emb, head = nets.modules["expression"].apply(v, x, False)
+  np.testing.assert_allclose(nets.functions()["expression"](v, x), emb, rtol=1e-6)
+  np.testing.assert_allclose(nets.functions("head")["expression"](v, x), head, rtol=1e-6)
+  bare = perception_lib.PerceptionNets({"expression": nets.modules["expression"].backbone},
+                                       {}, {})
+  with pytest.raises(ValueError, match="no training head"):
+    bare.functions("head")["expression"]({k: val["backbone"] for k, val in v.items()}, x)
+  with pytest.raises(ValueError, match="expected 'embedding' or 'head'"):
+    nets.functions("logits")

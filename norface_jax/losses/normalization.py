@@ -73,12 +73,16 @@ def landmark_loss(lm_t: jax.Array, lm_n: jax.Array,
   return jnp.mean(_mse_per_sample(lm_t[:, idx], lm_n[:, idx]))
 
 
-def expression_loss(emb_o: jax.Array, emb_n: jax.Array) -> jax.Array:
-  """Eq. 9: squared difference of the unit-normalised expression embeddings of I_o, I_n.
+def expression_loss(emb_o: jax.Array, emb_n: jax.Array, normalize: bool = True) -> jax.Array:
+  """Eq. 9: squared difference of the expression embeddings of I_o and I_n.
 
-  Mean over the D embedding dimensions, so a pair contributes (2 - 2 cos) / D.
+  `normalize` (embeddings): on the unit sphere, mean over the D dimensions, so a pair
+  contributes (2 - 2 cos) / D. Without it (AU intensities, whose length is the
+  expression's strength): the plain mean squared difference.
   """
-  return jnp.mean(_mse_per_sample(_unit(emb_o), _unit(emb_n)))
+  if normalize:
+    emb_o, emb_n = _unit(emb_o), _unit(emb_n)
+  return jnp.mean(_mse_per_sample(emb_o, emb_n))
 
 
 def eyebrow_loss(brows_o: jax.Array, brows_n: jax.Array) -> jax.Array:

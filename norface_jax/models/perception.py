@@ -225,14 +225,25 @@ class PerceptionNets:
   variables: dict[str, Any]
   meta: dict[str, Any]
 
-  def functions(self) -> dict[str, Callable[[Any, jax.Array], Any]]:
-    """name -> f(variables, x01): the outputs the losses compare, inference mode."""
-    m = self.modules
+  def functions(self, expression_output: str = "embedding"
+                ) -> dict[str, Callable[[Any, jax.Array], Any]]:
+    """name -> f(variables, x01): the outputs the losses compare, inference mode.
 
-    def embed(name):
+    `expression_output`: what L_exp compares for the expression network: its
+    "embedding" (the default; FECNet's role), or its "head", the AU intensities a
+    `WithHead` network was trained to regress (identity-free targets; SynthFACS).
+    """
+    m = self.modules
+    if expression_output not in ("embedding", "head"):
+      raise ValueError(f"expression_output={expression_output!r}: expected 'embedding' or 'head'")
+
+    def embed(name, part=0):
       def f(v, x):
         out = m[name].apply(v, x) if isinstance(m[name], VGGFeatures) else m[name].apply(v, x, False)
-        return out[0] if isinstance(out, tuple) else out
+        if part and not isinstance(out, tuple):
+          raise ValueError(f"the {name} network ({type(m[name]).__name__}) has no training head; "
+                           "use expression_output='embedding'")
+        return out[part] if isinstance(out, tuple) else out
       return f
 
     def landmarks(v, x):
@@ -240,5 +251,6 @@ class PerceptionNets:
       return out.reshape(out.shape[0], -1, 2)
 
     return {"vgg": embed("vgg"), "identity": embed("identity"),
-            "landmarks": landmarks, "expression": embed("expression"),
+            "landmarks": landmarks,
+            "expression": embed("expression", 1 if expression_output == "head" else 0),
             "eyebrow": embed("eyebrow")}

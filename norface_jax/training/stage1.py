@@ -16,6 +16,7 @@ so a resumed run is identical.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from typing import Any
@@ -112,12 +113,16 @@ def load_perception(config) -> Any:
   return perception_train.load(config.perception_dir)
 
 
-def loss_terms(fns, pv, x_o, x_t, same, perc_normalize: bool) -> dict[str, Any]:
+def loss_terms(fns, pv, x_o, x_t, same, perc_normalize: bool,
+               exp_output: str = "embedding") -> dict[str, Any]:
   """name -> L(I_n) for eq. 5-10 (L_adv needs D and is added by the step).
 
   What the frozen networks say about I_o and I_t is computed once here, outside any
   gradient; `same` (B,) marks the pairs drawn with I_t = I_o (L_rec's pairs).
+  `exp_output`: what `fns["expression"]` returns (`PerceptionNets.functions`): an
+  "embedding" is compared on the unit sphere, AU intensities ("head") as they are.
   """
+  exp_normalize = exp_output == "embedding"
   t_vgg, t_id = fns["vgg"](pv["vgg"], x_t), fns["identity"](pv["identity"], x_t)
   t_lm = fns["landmarks"](pv["landmarks"], x_t)
   o_exp, o_eye = fns["expression"](pv["expression"], x_o), fns["eyebrow"](pv["eyebrow"], x_o)
@@ -127,7 +132,8 @@ def loss_terms(fns, pv, x_o, x_t, same, perc_normalize: bool) -> dict[str, Any]:
                                                      perc_normalize),
       "id": lambda x_n: nor_losses.identity_loss(t_id, fns["identity"](pv["identity"], x_n)),
       "lm": lambda x_n: nor_losses.landmark_loss(t_lm, fns["landmarks"](pv["landmarks"], x_n)),
-      "exp": lambda x_n: nor_losses.expression_loss(o_exp, fns["expression"](pv["expression"], x_n)),
+      "exp": lambda x_n: nor_losses.expression_loss(
+          o_exp, fns["expression"](pv["expression"], x_n), exp_normalize),
       "eye": lambda x_n: nor_losses.eyebrow_loss(o_eye, fns["eyebrow"](pv["eyebrow"], x_n)),
   }
 
@@ -145,6 +151,7 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
   p_same = float(config.p_same)
   weights = dict(config.loss)
   perc_normalize = bool(config.get("perc_normalize", False))
+  exp_output = config.get("exp_output", "embedding")
   adv_warmup = int(config.get("adv_warmup_steps", 0))
   oracle_weight = float(config.get("oracle_weight", 0.0))
   adv_weight = float(config.get("adv_weight", 1.0))
@@ -171,7 +178,7 @@ def make_train_step(gen, disc, fns, config, g_tx, d_tx, target_u8: np.ndarray | 
       x_real = x_t
     terms = {"adv": lambda x_n: adversarial.hinge_g_loss(
         disc.apply({"params": state.d_params}, x_t, x_n)),
-             **loss_terms(fns, pv, x_o, x_t, same, perc_normalize)}
+             **loss_terms(fns, pv, x_o, x_t, same, perc_normalize, exp_output)}
     # Terms with weight 0 (the oracle diagnostic, ablations) are measured on I_n after
     # the update's gradient, forward only: logged like the others, never back-propagated.
     # (A missing weight counts as trained, so `weighted_total` names it.)
@@ -267,7 +274,8 @@ def image_rows(normalize_fn, images_u8: np.ndarray, target_u8: np.ndarray, mesh)
 
 def evaluate_consistency(normalize_fn, source, perception, target_subject: int | None,
                          mesh, batch_size: int, max_examples: int = 0,
-                         target_u8: np.ndarray | None = None) -> dict[str, float]:
+                         target_u8: np.ndarray | None = None,
+                         exp_output: str = "embedding") -> dict[str, float]:
   """Expression and identity consistency of I_n, measured by the independent networks.
 
   Expression: the evaluation AU regressor on I_n against the ground-truth AU
@@ -292,12 +300,13 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   au_fn = jax.jit(lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
   id_fn = jax.jit(lambda x: jnp.argmax(m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
   star = "image_norm" in source[0]
-  fns = perception.functions()
+  fns = perception.functions(exp_output)
+  exp_loss = functools.partial(nor_losses.expression_loss, normalize=exp_output == "embedding")
   teach_fn = jax.jit(lambda x_o, x: {  # per-sample L_exp, L_eye of x against x_o (uint8)
       name: jax.vmap(lambda a, b: loss(a[None], b[None]))(
           fns[net](v[net], x_o.astype(jnp.float32) / 255.0),
           fns[net](v[net], x.astype(jnp.float32) / 255.0))
-      for name, net, loss in (("exp", "expression", nor_losses.expression_loss),
+      for name, net, loss in (("exp", "expression", exp_loss),
                               ("eye", "eyebrow", nor_losses.eyebrow_loss))})
   tags = ("n",) + (("star", "t") if star else ())
   rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")
@@ -413,7 +422,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                steps, config.input.batch_size, dict(mesh.shape))
   repl = sharding.replicated(mesh)
   pv = jax.device_put({k: perception.variables[k] for k in LOSS_NETS}, repl)
-  fns = perception.functions()
+  fns = perception.functions(config.get("exp_output", "embedding"))
 
   writer = writers.MetricWriter(workdir)
   writer.write_hparams(config.to_dict())
@@ -465,7 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         Image.fromarray(grid).save(os.path.join(workdir, "stage1_grid.png"))
       last = evaluate_consistency(fn, eval_source, perception, target_subject, mesh,
                                   config.input.eval_batch_size, config.eval.max_examples,
-                                  target_u8)
+                                  target_u8, config.get("exp_output", "embedding"))
       writer.write_scalars(step, {f"eval/{k}": v for k, v in last.items()})
       progress.exclude(time.perf_counter() - t0)
     if step % config.checkpoint_every == 0 or step == steps or step == stop_at:

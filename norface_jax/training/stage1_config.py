@@ -32,6 +32,9 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
   # [I_t, I_t], which also rewards copying I_t's expression (docs/stage1.md).
   c.d_real = "target"
   c.perc_normalize = False       # L_perc on channel-unit-normalised features (losses doc).
+  # What L_exp compares: the expression network's "embedding" (FECNet's role; unit
+  # sphere), or its "head", the AU intensities it regresses (plain L2; SynthFACS nets).
+  c.exp_output = "embedding"
   # The fixed target face at inference (grids, evaluation, launch/normalize.py):
   # an image path or `synthfacs:<subject>` (frontal neutral render of a preset subject).
   c.target = "synthfacs:0"

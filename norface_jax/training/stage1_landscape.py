@@ -49,7 +49,8 @@ def landscape(config, perception: Any, max_examples: int = 256, batch_size: int 
                      f"(the true I_n); got synthetic={config.data.synthetic}, "
                      f"target={config.target!r}")
   source = registry.make_source(stage1.eval_data(config, subject), split, task="au_intensity")
-  fns = perception.functions()
+  exp_output = config.get("exp_output", "embedding")
+  fns = perception.functions(exp_output)
   pv = {k: perception.variables[k] for k in stage1.LOSS_NETS}
   weights = dict(config.loss)
   perc_normalize = bool(config.get("perc_normalize", False))
@@ -64,7 +65,7 @@ def landscape(config, perception: Any, max_examples: int = 256, batch_size: int 
              "original": x_o, "mean_face": jnp.broadcast_to(blob, x_o.shape)}
     out = {}
     for name, x_n in cands.items():  # Per face (a batch of one): padding stays out.
-      per = jax.vmap(lambda a, b, c: terms_of_one(fns, pv, a, b, c, perc_normalize))(
+      per = jax.vmap(lambda a, b, c: terms_of_one(fns, pv, a, b, c, perc_normalize, exp_output))(
           x_o, x_t, x_n)
       out.update({f"{name}/{k}": jnp.sum(v * w) for k, v in per.items()})
     return out
@@ -90,10 +91,11 @@ def landscape(config, perception: Any, max_examples: int = 256, batch_size: int 
   return result
 
 
-def terms_of_one(fns, pv, x_o, x_t, x_n, perc_normalize: bool) -> dict[str, jax.Array]:
+def terms_of_one(fns, pv, x_o, x_t, x_n, perc_normalize: bool,
+                 exp_output: str) -> dict[str, jax.Array]:
   """One face's eq. 6-10 terms for candidate `x_n` (inputs (H, W, C))."""
   same = jnp.zeros((1,), bool)
-  terms = stage1.loss_terms(fns, pv, x_o[None], x_t[None], same, perc_normalize)
+  terms = stage1.loss_terms(fns, pv, x_o[None], x_t[None], same, perc_normalize, exp_output)
   return {k: terms[k](x_n[None]) for k in TERMS}
 
 
@@ -112,7 +114,8 @@ def main(argv, f) -> None:
   perception = stage1.load_perception(config)
   result = landscape(config, perception, f["max_examples"].value, split=f["split"].value)
   text = json.dumps({"config_loss": dict(config.loss), "perc_normalize":
-                     bool(config.get("perc_normalize", False)), **result}, indent=1)
+                     bool(config.get("perc_normalize", False)),
+                     "exp_output": config.get("exp_output", "embedding"), **result}, indent=1)
   print(text)
   if f["out"].value:
     with open(f["out"].value, "w") as fh:

@@ -67,7 +67,8 @@ def report(workdir: str, perception_dir: str = "", target: str = "", max_example
   source = registry.make_source(stage1.eval_data(config, subject), split, task="au_intensity")
   result = stage1.evaluate_consistency(fn, source, perception, subject, mesh,
                                        batch_size=int(config.input.eval_batch_size),
-                                       max_examples=max_examples, target_u8=target_u8)
+                                       max_examples=max_examples, target_u8=target_u8,
+                                       exp_output=config.get("exp_output", "embedding"))
   result["step"] = float(step)
   images = np.stack([source[i]["image"] for i in range(min(grid_size, len(source)))])
   result.update({f"emm/{k}": v for k, v in emm_attention(gen, params, images, target_u8).items()})
