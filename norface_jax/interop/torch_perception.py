@@ -41,6 +41,24 @@ def _conv_kernel(w: Any) -> np.ndarray:
   return np.transpose(_np(w), (2, 3, 1, 0))
 
 
+def _put(tree: dict, path: str, leaf: str, value: Any) -> None:
+  """tree[path parts...][leaf] = value, creating the nested dicts."""
+  node = tree
+  for part in path.split("/"):
+    node = node.setdefault(part, {})
+  node[leaf] = value
+
+
+def _by_module(state_dict: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+  """`a.b.weight` keys grouped as {"a.b": {"weight": ...}}; `num_batches_tracked` dropped."""
+  modules: dict[str, dict[str, Any]] = {}
+  for key, value in state_dict.items():
+    module, _, leaf = key.rpartition(".")
+    if leaf != "num_batches_tracked":
+      modules.setdefault(module, {})[leaf] = value
+  return modules
+
+
 def import_vgg(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """torchvision VGG `features.*` -> `{"params": {"features_{i}": {kernel, bias}}}`."""
   params: dict[str, Any] = {}
@@ -71,30 +89,20 @@ def import_iresnet(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   params: dict[str, Any] = {}
   stats: dict[str, Any] = {}
 
-  def put(tree, path, leaf, value):
-    node = tree
-    for part in path.split("/"):
-      node = node.setdefault(part, {})
-    node[leaf] = value
-
-  modules: dict[str, dict[str, Any]] = {}
-  for key, value in state_dict.items():
-    module, _, leaf = key.rpartition(".")
-    modules.setdefault(module, {})[leaf] = value
-  for module, leaves in modules.items():
+  for module, leaves in _by_module(state_dict).items():
     path = _flax_name(module)
     if "running_mean" in leaves:  # BatchNorm (2d or the 1d `features`)
-      put(params, path, "scale", _np(leaves["weight"]))
-      put(params, path, "bias", _np(leaves["bias"]))
-      put(stats, path, "mean", _np(leaves["running_mean"]))
-      put(stats, path, "var", _np(leaves["running_var"]))
+      _put(params, path, "scale", _np(leaves["weight"]))
+      _put(params, path, "bias", _np(leaves["bias"]))
+      _put(stats, path, "mean", _np(leaves["running_mean"]))
+      _put(stats, path, "var", _np(leaves["running_var"]))
     elif module.endswith("prelu"):
-      put(params, path, "weight", _np(leaves["weight"]))
+      _put(params, path, "weight", _np(leaves["weight"]))
     elif module == "fc":
-      put(params, path, "kernel", _np(leaves["weight"]).T)
-      put(params, path, "bias", _np(leaves["bias"]))
+      _put(params, path, "kernel", _np(leaves["weight"]).T)
+      _put(params, path, "bias", _np(leaves["bias"]))
     elif "weight" in leaves and np.ndim(_np(leaves["weight"])) == 4:
-      put(params, path, "kernel", _conv_kernel(leaves["weight"]))
+      _put(params, path, "kernel", _conv_kernel(leaves["weight"]))
     else:
       raise KeyError(f"unexpected iresnet module {module!r} with {sorted(leaves)}")
   if "conv1" not in params:
@@ -194,29 +202,18 @@ def import_modules(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   params: dict[str, Any] = {}
   stats: dict[str, Any] = {}
 
-  def put(tree, path, leaf, value):
-    node = tree
-    for part in path.split("/"):
-      node = node.setdefault(part, {})
-    node[leaf] = value
-
-  modules: dict[str, dict[str, Any]] = {}
-  for key, value in state_dict.items():
-    module, _, leaf = key.rpartition(".")
-    if leaf != "num_batches_tracked":
-      modules.setdefault(module, {})[leaf] = value
-  for module, leaves in modules.items():
+  for module, leaves in _by_module(state_dict).items():
     path = flax_path(module)
     if "running_mean" in leaves:
-      put(params, path, "scale", _np(leaves["weight"]))
-      put(params, path, "bias", _np(leaves["bias"]))
-      put(stats, path, "mean", _np(leaves["running_mean"]))
-      put(stats, path, "var", _np(leaves["running_var"]))
+      _put(params, path, "scale", _np(leaves["weight"]))
+      _put(params, path, "bias", _np(leaves["bias"]))
+      _put(stats, path, "mean", _np(leaves["running_mean"]))
+      _put(stats, path, "var", _np(leaves["running_var"]))
     elif "weight" in leaves and np.ndim(_np(leaves["weight"])) in (2, 4):
       w = _np(leaves["weight"])
-      put(params, path, "kernel", _conv_kernel(w) if w.ndim == 4 else w.T)
+      _put(params, path, "kernel", _conv_kernel(w) if w.ndim == 4 else w.T)
       if "bias" in leaves:
-        put(params, path, "bias", _np(leaves["bias"]))
+        _put(params, path, "bias", _np(leaves["bias"]))
     else:
       raise KeyError(f"module {module!r} with {sorted(leaves)} is neither a conv, a Linear "
                      "nor a BatchNorm")
