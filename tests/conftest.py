@@ -3,7 +3,12 @@
 import os
 import sys
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The tests' programs are tiny and run a few steps: compiling them is most of the suite's
+# time, and LLVM's optimisation level 0 compiles in about half the time (the pipeline
+# test: 512 s -> 370 s on one core) with the same numerics.
+# Subprocesses that set their own XLA_FLAGS add FAST_COMPILE to them.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # launch/ scripts are run as files, not a package; tests import them by path.

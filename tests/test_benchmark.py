@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch", reason="torch is the optional interop extra
 from norface_jax.benchmark import common, nor  # noqa: E402
 from norface_jax.losses import adversarial  # noqa: E402
 from norface_jax.losses import normalization as nor_losses  # noqa: E402
+from tests.conftest import FAST_COMPILE  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ TRAIN_STEP = {"cla": "train", "nor": "train", "mae": "train", "deepfn": "AE trai
 
 @pytest.mark.parametrize("model", sorted(TINY))
 def test_benchmark_prints_jax_and_torch_rows(model):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}",
              JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1",
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   cmd = [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), f"--model={model}",

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from norface_jax.training import checkpointing, stage2, writers
+from tests.conftest import FAST_COMPILE
 from tests.test_train_stage2 import ROOT, tiny_config
 
 TINY = os.path.join(ROOT, "tests", "configs", "tiny.py")
@@ -23,7 +24,7 @@ TINY = os.path.join(ROOT, "tests", "configs", "tiny.py")
 
 def _env(devices):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   return env
