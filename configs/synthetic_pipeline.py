@@ -25,6 +25,7 @@ def get_config(arg=None):
   c.perception_steps = 300
   c.perception_frames = 48
   c.perception_batch = 16
+  c.perception_nets = {}            # Overrides of perception_train's `nets` (widths, ...).
   c.mae_steps = 200
   c.stage1_steps = 400
   c.cla_steps = 300
@@ -41,6 +42,8 @@ def get_config(arg=None):
     c.eval_examples = 64
     c.batch = 16
     c.ablations = ("m0",)
+    c.perception_nets = dict(widths=(8, 8, 16, 16), vgg_cfg=(8, "M", 16, 16),
+                             eval_cfg=(8, "M", 16))
   if a.steps:
     c.cla_steps = a.steps
   return c

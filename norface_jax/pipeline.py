@@ -84,6 +84,7 @@ class Pipeline:
                                         f"frames={self.c.perception_frames},"
                                         f"batch={self.c.perception_batch}")
     c.eval_examples = self.c.eval_examples
+    c.nets.update(self.c.get("perception_nets", {}))
     entry.train(c, self.path("perception"))
     return {}
 

@@ -370,7 +370,8 @@ def random_perception(nets: Any, image_size: int, num_subjects: int = 4, num_aus
                       seed: int = 0) -> perception.PerceptionNets:
   """Randomly initialised networks: for smoke tests only (config `perception_dir="random"`)."""
   modules = build_modules(nets, image_size, num_subjects, num_aus)
-  variables = init_variables(modules, image_size, jax.random.key(seed))
+  # One compiled program: op-by-op, the initialisers compile hundreds of tiny ones.
+  variables = jax.jit(lambda r: init_variables(modules, image_size, r))(jax.random.key(seed))
   meta = {"image_size": image_size, "subjects": list(range(num_subjects)),
           "au_names": [f"AU{i}" for i in range(num_aus)], "random": True}
   return perception.PerceptionNets(modules, variables, meta)
