@@ -226,6 +226,31 @@ def test_consistency_teachers_at_the_extremes():
   assert bare["n"] == min(32, len(source))
 
 
+def test_consistency_eval_compiles_once_per_run():
+  """A run builds one ConsistencyEval: the generator's parameters are an argument, so a
+  second evaluation with new parameters traces nothing again, and still sees them."""
+  import jax.numpy as jnp
+  from norface_jax.data import registry
+  from norface_jax.training import normalize as normalize_lib
+  from norface_jax.training import sharding
+
+  c = tiny_config()
+  target_u8, subject = normalize_lib.load_target(c.target, c.data)
+  source = registry.make_source(stage1.eval_data(c, subject), "test", task="au_intensity")
+  traces = []
+
+  def normalize(gain, x):  # gain 1: I_n = I_o; gain 0: a black face.
+    traces.append(1)
+    return (x.astype(jnp.float32) * gain).astype(jnp.uint8)
+
+  ev = stage1.ConsistencyEval(normalize, stage1.load_perception(c),
+                              sharding.make_mesh((("data", -1),)))
+  copy = ev(jnp.float32(1.0), source, subject, 16, 16, target_u8)
+  black = ev(jnp.float32(0.0), source, subject, 16, 16, target_u8)
+  assert len(traces) == 1
+  assert abs(copy["teacher/exp_In"]) < 1e-9 and black["teacher/exp_In"] > 0.0
+
+
 def test_loss_landscape_by_hand():
   """stage1_landscape scores known candidates with the step's own terms: I_o costs 0
   on the expression side, the bare target 0 on the identity side, and each total is

@@ -264,26 +264,29 @@ def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, nn.Module, 
   return config, setup.gen, state.g_params, step
 
 
-def image_rows(normalize_fn, images_u8: np.ndarray, target_u8: np.ndarray, mesh) -> np.ndarray:
-  """The (original | target | normalized) grid of a batch."""
+def image_rows(normalize_fn, images_u8: np.ndarray, target_u8: np.ndarray) -> np.ndarray:
+  """The (original | target | normalized) grid of a batch (`normalize_fn`: uint8 -> uint8,
+  jitted by the caller)."""
   n = len(images_u8)
-  out = np.asarray(jax.device_get(jax.jit(normalize_fn)(jnp.asarray(images_u8))))
+  out = np.asarray(jax.device_get(normalize_fn(jnp.asarray(images_u8))))
   return plots.image_grid([images_u8, np.repeat(target_u8[None], n, 0), out],
                           ["original", "target", "normalized"])
 
 
-def evaluate_consistency(normalize_fn, source, perception, target_subject: int | None,
-                         mesh, batch_size: int, max_examples: int = 0,
-                         target_u8: np.ndarray | None = None,
-                         exp_output: str = "embedding") -> dict[str, float]:
+class ConsistencyEval:
   """Expression and identity consistency of I_n, measured by the independent networks.
+
+  Built once per run: `normalize_fn(params, images_u8) -> images_u8` takes the generator
+  parameters as an argument, so every evaluation of a run reuses one compiled program
+  per function (the perception networks are bound once).
 
   Expression: the evaluation AU regressor on I_n against the ground-truth AU
   intensities of I_o (ICC(3,1), MAE), beside the same regressor on I_o itself and,
   when the source carries `image_norm` (SynthFACS's true I_n: `eval_data`), on that
   (`_Istar`, the ceiling for I_n), with the pixel MSE of I_n to it beside that of the
-  plain target face (`target_u8`; what "no expression at all" costs). Identity: the share of I_n the evaluation identity classifier assigns to
-  the target subject, beside the share of I_o (the floor).
+  plain target face (`target_u8`; what "no expression at all" costs). Identity: the
+  share of I_n the evaluation identity classifier assigns to the target subject, beside
+  the share of I_o (the floor).
 
   The teachers: L_exp and L_eye (eq. 9-10, the stage-1 loss networks) of I_n against
   I_o, and with the true I_n also of it (`_Istar`: what an exact transfer costs) and of
@@ -291,75 +294,99 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
   I_n on a teacher while the independent regressor reads no expression in it has
   fooled that teacher rather than learned the expression.
   """
+
+  def __init__(self, normalize_fn, perception, mesh, exp_output: str = "embedding"):
+    self.perception = perception
+    self.enabled = "eval_au" in perception.modules
+    if not self.enabled:
+      return
+    m, v = perception.modules, perception.variables
+    self.bs = sharding.batch_sharding(mesh)
+    self.norm = jax.jit(normalize_fn, out_shardings=self.bs)
+    self.au_fn = jax.jit(
+        lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
+    self.id_fn = jax.jit(lambda x: jnp.argmax(
+        m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
+    fns = perception.functions(exp_output)
+    exp_loss = functools.partial(nor_losses.expression_loss, normalize=exp_output == "embedding")
+    self.teach_fn = jax.jit(lambda x_o, x: {  # per-sample L_exp, L_eye of x against x_o (uint8)
+        name: jax.vmap(lambda a, b: loss(a[None], b[None]))(
+            fns[net](v[net], x_o.astype(jnp.float32) / 255.0),
+            fns[net](v[net], x.astype(jnp.float32) / 255.0))
+        for name, net, loss in (("exp", "expression", exp_loss),
+                                ("eye", "eyebrow", nor_losses.eyebrow_loss))})
+
+  def __call__(self, params, source, target_subject: int | None, batch_size: int,
+               max_examples: int = 0, target_u8: np.ndarray | None = None) -> dict[str, float]:
+    if not self.enabled:
+      return {}
+    meta = self.perception.meta
+    au_fn, id_fn, teach_fn = self.au_fn, self.id_fn, self.teach_fn
+    star = "image_norm" in source[0]
+    tags = ("n",) + (("star", "t") if star else ())
+    rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")
+            + tuple(f"{loss}_{tag}" for loss in ("exp", "eye") for tag in tags)
+            + (("au_star", "mse_n", "mse_t") if star else ())}
+    keys = ("image", "au_intensity") + (("image_norm",) if star else ())
+    seen = 0
+    for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=keys):
+      valid = batch.pop("_valid").astype(bool)
+      x_o = batch["image"]
+      x_n = self.norm(params, jax.device_put(x_o, self.bs))
+      for key, val in (("au_n", au_fn(x_n)), ("au_o", au_fn(x_o)), ("id_n", id_fn(x_n)),
+                       ("id_o", id_fn(x_o))):
+        rows[key].append(np.asarray(jax.device_get(val))[valid])
+      rows["gt"].append(batch["au_intensity"][valid])
+      others = {"n": x_n}
+      if star:
+        others["star"] = batch["image_norm"]
+        if target_u8 is not None:
+          others["t"] = np.broadcast_to(target_u8, x_o.shape)
+      for tag, x in others.items():
+        for loss, val in jax.device_get(teach_fn(x_o, x)).items():
+          rows[f"{loss}_{tag}"].append(np.asarray(val)[valid])
+      if star:
+        rows["au_star"].append(np.asarray(jax.device_get(au_fn(batch["image_norm"])))[valid])
+        x_star = batch["image_norm"][valid].astype(np.float32) / 255.0
+        x_n_host = np.asarray(jax.device_get(x_n))[valid].astype(np.float32) / 255.0
+        rows["mse_n"].append(np.mean(np.square(x_n_host - x_star), axis=(1, 2, 3)))
+        if target_u8 is not None:
+          rows["mse_t"].append(np.mean(np.square(target_u8 / 255.0 - x_star), axis=(1, 2, 3)))
+      seen += int(valid.sum())
+      if max_examples and seen >= max_examples:
+        break
+    r = {k: np.concatenate(val) if val else np.zeros(0) for k, val in rows.items()}
+    names = meta["au_names"]
+    out = {"n": float(len(r["gt"]))}
+    for tag in ("n", "o") + (("star",) if star else ()):
+      rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
+      out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
+      out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
+    for key, val in r.items():  # The teachers (L_exp, L_eye) on I_n, true I_n, target.
+      if key.startswith(("exp_", "eye_")) and len(val):
+        loss, tag = key.split("_")
+        out[f"teacher/{loss}_I{tag}"] = float(np.mean(val))
+    if star:  # Pixel MSE to the true I_n: of I_n, and of the target itself (no expression).
+      out["pixels/mse_In_to_Istar"] = float(np.mean(r["mse_n"]))
+      if len(r["mse_t"]):
+        out["pixels/mse_It_to_Istar"] = float(np.mean(r["mse_t"]))
+    if target_subject is not None and target_subject in meta["subjects"]:
+      cls = meta["subjects"].index(target_subject)
+      out["identity/target_rate_In"] = float(np.mean(r["id_n"] == cls))
+      out["identity/target_rate_Io"] = float(np.mean(r["id_o"] == cls))
+    return out
+
+
+def evaluate_consistency(normalize_fn, source, perception, target_subject: int | None,
+                         mesh, batch_size: int, max_examples: int = 0,
+                         target_u8: np.ndarray | None = None,
+                         exp_output: str = "embedding") -> dict[str, float]:
+  """One `ConsistencyEval` of `normalize_fn(images_u8) -> images_u8` (parameters bound):
+  for a single measurement (`stage1_report`); a training run builds the evaluator once."""
   if "eval_au" not in perception.modules:
     return {}
-  m, v = perception.modules, perception.variables
-  meta = perception.meta
-  bs = sharding.batch_sharding(mesh)
-  norm = jax.jit(normalize_fn, in_shardings=bs, out_shardings=bs)
-  au_fn = jax.jit(lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
-  id_fn = jax.jit(lambda x: jnp.argmax(m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
-  star = "image_norm" in source[0]
-  fns = perception.functions(exp_output)
-  exp_loss = functools.partial(nor_losses.expression_loss, normalize=exp_output == "embedding")
-  teach_fn = jax.jit(lambda x_o, x: {  # per-sample L_exp, L_eye of x against x_o (uint8)
-      name: jax.vmap(lambda a, b: loss(a[None], b[None]))(
-          fns[net](v[net], x_o.astype(jnp.float32) / 255.0),
-          fns[net](v[net], x.astype(jnp.float32) / 255.0))
-      for name, net, loss in (("exp", "expression", exp_loss),
-                              ("eye", "eyebrow", nor_losses.eyebrow_loss))})
-  tags = ("n",) + (("star", "t") if star else ())
-  rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")
-          + tuple(f"{loss}_{tag}" for loss in ("exp", "eye") for tag in tags)
-          + (("au_star", "mse_n", "mse_t") if star else ())}
-  keys = ("image", "au_intensity") + (("image_norm",) if star else ())
-  seen = 0
-  for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=keys):
-    valid = batch.pop("_valid").astype(bool)
-    x_o = batch["image"]
-    x_n = norm(jax.device_put(x_o, bs))
-    for key, val in (("au_n", au_fn(x_n)), ("au_o", au_fn(x_o)), ("id_n", id_fn(x_n)),
-                     ("id_o", id_fn(x_o))):
-      rows[key].append(np.asarray(jax.device_get(val))[valid])
-    rows["gt"].append(batch["au_intensity"][valid])
-    others = {"n": x_n}
-    if star:
-      others["star"] = batch["image_norm"]
-      if target_u8 is not None:
-        others["t"] = np.broadcast_to(target_u8, x_o.shape)
-    for tag, x in others.items():
-      for loss, val in jax.device_get(teach_fn(x_o, x)).items():
-        rows[f"{loss}_{tag}"].append(np.asarray(val)[valid])
-    if star:
-      rows["au_star"].append(np.asarray(jax.device_get(au_fn(batch["image_norm"])))[valid])
-      x_star = batch["image_norm"][valid].astype(np.float32) / 255.0
-      x_n_host = np.asarray(jax.device_get(x_n))[valid].astype(np.float32) / 255.0
-      rows["mse_n"].append(np.mean(np.square(x_n_host - x_star), axis=(1, 2, 3)))
-      if target_u8 is not None:
-        rows["mse_t"].append(np.mean(np.square(target_u8 / 255.0 - x_star), axis=(1, 2, 3)))
-    seen += int(valid.sum())
-    if max_examples and seen >= max_examples:
-      break
-  r = {k: np.concatenate(val) if val else np.zeros(0) for k, val in rows.items()}
-  names = meta["au_names"]
-  out = {"n": float(len(r["gt"]))}
-  for tag in ("n", "o") + (("star",) if star else ()):
-    rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
-    out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
-    out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
-  for key, val in r.items():  # The teachers (L_exp, L_eye) on I_n, true I_n, target.
-    if key.startswith(("exp_", "eye_")) and len(val):
-      loss, tag = key.split("_")
-      out[f"teacher/{loss}_I{tag}"] = float(np.mean(val))
-  if star:  # Pixel MSE to the true I_n: of I_n, and of the target itself (no expression).
-    out["pixels/mse_In_to_Istar"] = float(np.mean(r["mse_n"]))
-    if len(r["mse_t"]):
-      out["pixels/mse_It_to_Istar"] = float(np.mean(r["mse_t"]))
-  if target_subject is not None and target_subject in meta["subjects"]:
-    cls = meta["subjects"].index(target_subject)
-    out["identity/target_rate_In"] = float(np.mean(r["id_n"] == cls))
-    out["identity/target_rate_Io"] = float(np.mean(r["id_o"] == cls))
-  return out
+  ev = ConsistencyEval(lambda _, x: normalize_fn(x), perception, mesh, exp_output)
+  return ev(None, source, target_subject, batch_size, max_examples, target_u8)
 
 
 def oracle_data(config, target_subject: int | None) -> ml_collections.ConfigDict:
@@ -447,6 +474,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                        target_u8 if config.get("fixed_target", False) else None),
                        in_shardings=(setup.state_shardings, bsh, repl, repl),
                        out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
+  # The evaluation's programs take the generator's parameters as an argument: compiled
+  # once per run, not at every evaluation.
+  normalize_params = lambda p, x: normalize_lib.normalize_apply(  # noqa: E731
+      setup.gen, p, jnp.asarray(target_u8, jnp.uint8), x)
+  grid_fn = jax.jit(normalize_params)
+  consistency = ConsistencyEval(normalize_params, perception, mesh,
+                                config.get("exp_output", "embedding"))
   grid_items = [eval_source[i]["image"] for i in range(min(config.eval.grid_size, len(eval_source)))]
   grid_images = np.stack(grid_items)
   progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
@@ -466,15 +500,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       progress(step)
     if step % config.eval_every == 0 or step == steps:
       t0 = time.perf_counter()
-      fn = normalize_lib.make_normalize_fn(setup.gen, state.g_params, target_u8)
-      grid = image_rows(fn, grid_images, target_u8, mesh)
+      grid = image_rows(functools.partial(grid_fn, state.g_params), grid_images, target_u8)
       writer.write_images(step, {"original|target|normalized": grid})
       if jax.process_index() == 0:
         from PIL import Image
         Image.fromarray(grid).save(os.path.join(workdir, "stage1_grid.png"))
-      last = evaluate_consistency(fn, eval_source, perception, target_subject, mesh,
-                                  config.input.eval_batch_size, config.eval.max_examples,
-                                  target_u8, config.get("exp_output", "embedding"))
+      last = consistency(state.g_params, eval_source, target_subject,
+                         config.input.eval_batch_size, config.eval.max_examples, target_u8)
       writer.write_scalars(step, {f"eval/{k}": v for k, v in last.items()})
       progress.exclude(time.perf_counter() - t0)
     if step % config.checkpoint_every == 0 or step == steps or step == stop_at:

@@ -72,7 +72,7 @@ def report(workdir: str, perception_dir: str = "", target: str = "", max_example
   result["step"] = float(step)
   images = np.stack([source[i]["image"] for i in range(min(grid_size, len(source)))])
   result.update({f"emm/{k}": v for k, v in emm_attention(gen, params, images, target_u8).items()})
-  grid = stage1.image_rows(fn, images, target_u8, mesh)
+  grid = stage1.image_rows(jax.jit(fn), images, target_u8)
   paths = [os.path.join(workdir, "stage1_report_grid.png")] + ([grid_path] if grid_path else [])
   for p in paths:
     os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
