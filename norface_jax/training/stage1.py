@@ -383,8 +383,6 @@ def evaluate_consistency(normalize_fn, source, perception, target_subject: int |
                          exp_output: str = "embedding") -> dict[str, float]:
   """One `ConsistencyEval` of `normalize_fn(images_u8) -> images_u8` (parameters bound):
   for a single measurement (`stage1_report`); a training run builds the evaluator once."""
-  if "eval_au" not in perception.modules:
-    return {}
   ev = ConsistencyEval(lambda _, x: normalize_fn(x), perception, mesh, exp_output)
   return ev(None, source, target_subject, batch_size, max_examples, target_u8)
 
