@@ -38,6 +38,10 @@ class NorfaceClassifier(nn.Module):
     expert_hidden: expert MLP hidden width; None means the block's input width
       (D for M_i, S*D for M_o).
     pool: "cls" token or "gap" (mean of patch tokens after the final norm).
+    head_init_std: > 0: the head kernel is truncated_normal(head_init_std), MAE's
+      fine-tuning convention (2e-5) for a pre-trained encoder; 0: lecun_normal, for
+      an encoder trained from scratch (a 2e-5 head on a random encoder freezes
+      training: the encoder's gradient is scaled by the head's kernel).
     router_noise, renormalize_gates, dispatch, moe_residual: see MoEBlock.
     dtype / param_dtype / remat / scan / dropout_rate / drop_path_rate /
       pos_embed: ViT.
@@ -62,6 +66,7 @@ class NorfaceClassifier(nn.Module):
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   pos_embed: str = "sincos"
+  head_init_std: float = 0.0
 
   def setup(self):
     for s in self.streams:
@@ -80,11 +85,13 @@ class NorfaceClassifier(nn.Module):
       self.input_moe = {s: moe(f"input_moe_{s}") for s in self.streams}
     if self.use_output_moe:
       self.output_moe = moe("output_moe")
+    if self.head_init_std < 0:
+      raise ValueError(f"head_init_std={self.head_init_std} < 0")
+    head_init = (nn.initializers.truncated_normal(self.head_init_std)
+                 if self.head_init_std > 0 else nn.initializers.lecun_normal())
     self.head = nn.Dense(
         self.num_outputs, dtype=self.dtype, param_dtype=self.param_dtype,
-        # Small init as in MAE fine-tuning (trunc_normal std 2e-5).
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.truncated_normal(2e-5), ("embed", "classes")),
+        kernel_init=nn.with_logical_partitioning(head_init, ("embed", "classes")),
         bias_init=nn.with_logical_partitioning(
             nn.initializers.zeros, ("classes",)),
         name="head")

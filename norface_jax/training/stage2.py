@@ -61,7 +61,28 @@ def make_model(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> nn.Mo
       num_experts=m.num_experts, top_k=m.top_k, expert_hidden=m.expert_hidden or None,
       pool=m.pool, router_noise=m.router_noise, dispatch=m.dispatch,
       remat=m.remat, scan=m.scan, pos_embed=m.get("pos_embed", "sincos"),
-      dtype=jnp.dtype(config.dtype))
+      head_init_std=head_init_std(config), dtype=jnp.dtype(config.dtype))
+
+
+def head_init_std(config: ml_collections.ConfigDict) -> float:
+  """The head kernel's init std from `config.model.head_init`.
+
+  "auto" (default): MAE's fine-tuning init (trunc_normal 2e-5) when the encoder starts
+  from a checkpoint (`config.init_from`), lecun_normal (std 0) from a random encoder,
+  where a 2e-5 head leaves the encoder without gradient and training flat. "mae" and
+  "lecun" force either; a number is the std itself.
+  """
+  choice = config.model.get("head_init", "auto")
+  if choice == "auto":
+    return 2e-5 if config.get("init_from") else 0.0
+  if choice == "mae":
+    return 2e-5
+  if choice == "lecun":
+    return 0.0
+  if isinstance(choice, (int, float)) and not isinstance(choice, bool) and choice >= 0:
+    return float(choice)
+  raise ValueError(f"config.model.head_init={choice!r}; expected 'auto', 'mae', 'lecun' "
+                   "or a std >= 0")
 
 
 def uses_normalized(config: ml_collections.ConfigDict) -> bool:

@@ -76,6 +76,9 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       remat=False,
       scan=False,
       pos_embed="sincos",         # sincos (MAE) | learned (imported timm ViTs).
+      # Head kernel init: auto = MAE's trunc_normal(2e-5) with init_from, lecun_normal
+      # from a random encoder (the 2e-5 head freezes a random encoder); mae | lecun | std.
+      head_init="auto",
   )
   c.dtype = "float32"             # Compute dtype; parameters stay float32.
   # au_pos_weight (AU detection): "balanced" weighs each AU's positives by its
