@@ -9,19 +9,27 @@ resume from their own checkpoints):
 3. `stage1`      F_nor (initialised from the MAE encoder), with its seven losses;
 4. `target_study` (optional) several candidate target faces, each normalizing the data
                  and training stage 2 briefly; the best AU F1 picks the fixed target;
-5. `normalized`  every face of the stage-2 dataset redrawn onto the fixed target;
-6. `cla/<run>`   stage 2 with and without identity normalization (AU detection and
-                 FER, person-independent split) and the MoE ablation (no M_i, no M_o,
-                 m = 0/2/4);
-7. `report.md`   tables and figures of what this run measured.
+5. `normalized`  every face of the stage-2 dataset redrawn onto the fixed target by F_nor;
+6. `deepfn`      the same faces normalized by DeepFN (one autoencoder per person) onto
+                 the same target person;
+7. `baselines/*` the floor and the probes, per task and seed: the trivial predictor, a
+                 linear classifier on pixels of the originals and of the oracle I_n, a
+                 plain CNN on the originals;
+8. `cla/*`       stage 2 per task and seed: w/o Idn (the original stream alone), and the
+                 original stream with I_n from the learned stage 1, from DeepFN and from
+                 SynthFACS's oracle; the MoE ablation (seed 0);
+9. `report.md`, `report.json`  tables and figures of what this run measured.
+
+Stage-2 runs and probes are independent jobs; `config.workers` > 1 runs them in that
+many worker processes at once (one CPU core each is what they use well).
 """
 
 from __future__ import annotations
 
-import copy
+import concurrent.futures
 import json
+import multiprocessing
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -39,6 +47,29 @@ def _config(name: str, arg: str) -> ml_collections.ConfigDict:
   return configlib.load_config(os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
 
 
+# The stage-2 comparisons: run name -> where I_n comes from (None: the original stream alone).
+COMPARISONS = {"wo_idn": None, "learned": "precomputed", "deepfn": "precomputed",
+               "oracle": "oracle"}
+TASKS = ("au_detection", "fer")
+METRIC = {"au_detection": "f1/mean", "fer": "accuracy"}
+
+
+def _run_job(config_dict: dict, workdir: str, name: str, method: str, args: tuple) -> dict:
+  """A worker process's job: one step of a fresh `Pipeline` (results land in done.json)."""
+  logging.set_verbosity(logging.WARNING)
+  pipe = Pipeline(ml_collections.ConfigDict(config_dict), workdir)
+  return pipe.step(name, lambda: getattr(pipe, method)(*args))
+
+
+def _pin_worker(cores: Any) -> None:
+  """One core per worker process: jobs take the next free core from the shared queue."""
+  try:
+    core = cores.get_nowait()
+    os.sched_setaffinity(0, {core})
+  except Exception:  # noqa: BLE001  (no queue entry left, or no affinity on this OS)
+    pass
+
+
 class Pipeline:
   """Runs the steps in order, skipping those whose `done.json` exists."""
 
@@ -47,10 +78,6 @@ class Pipeline:
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(self.workdir, exist_ok=True)
     self.t0 = time.perf_counter()
-    # Progress: perception, mae, stage1, [target study], normalized, 4 main stage-2
-    # runs, the ablations.
-    self.num_steps = 4 + bool(config.target_candidates) + 4 + len(config.ablations)
-    self.done_steps = 0
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -58,14 +85,10 @@ class Pipeline:
   def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     done = self.path(name, "done.json")
     if os.path.exists(done):
-      self.done_steps += 1
-      logging.info("[pipeline] %s (%d/%d): done already, skipping.", name, self.done_steps,
-                   self.num_steps)
+      logging.info("[pipeline] %s: done already, skipping.", name)
       with open(done) as f:
         return json.load(f)
-    self.done_steps += 1
-    logging.info("[pipeline] %s (%d/%d): starting (%.0fs elapsed).", name, self.done_steps,
-                 self.num_steps, time.perf_counter() - self.t0)
+    logging.info("[pipeline] %s: starting (%.0fs elapsed).", name, time.perf_counter() - self.t0)
     t = time.perf_counter()
     result = fn()
     result = {k: v for k, v in result.items() if isinstance(v, (int, float, str, list, dict))}
@@ -75,6 +98,27 @@ class Pipeline:
       json.dump(result, f, indent=1)
     logging.info("[pipeline] %s: done in %.0fs.", name, result["seconds"])
     return result
+
+  def jobs(self, jobs: list[tuple[str, str, tuple]]) -> dict[str, dict[str, Any]]:
+    """Runs (step name, method, args) jobs, in `config.workers` processes when > 1."""
+    todo = [j for j in jobs if not os.path.exists(self.path(j[0], "done.json"))]
+    workers = min(int(self.c.get("workers", 1)), len(todo))
+    if workers > 1:
+      logging.info("[pipeline] %d jobs in %d worker processes (%d done already).", len(todo),
+                   workers, len(jobs) - len(todo))
+      ctx = multiprocessing.get_context("spawn")
+      cores = ctx.Manager().Queue()
+      for core in sorted(os.sched_getaffinity(0))[:workers]:
+        cores.put(core)
+      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_worker,
+                                                  initargs=(cores,)) as pool:
+        futures = {pool.submit(_run_job, self.c.to_dict(), self.workdir, *j): j[0] for j in todo}
+        for i, fut in enumerate(concurrent.futures.as_completed(futures)):
+          fut.result()  # A failed job stops the pipeline with its error.
+          logging.info("[pipeline] %s done (%d/%d, %.0fs elapsed).", futures[fut], i + 1,
+                       len(todo), time.perf_counter() - self.t0)
+    return {name: self.step(name, lambda m=method, a=args: getattr(self, m)(*a))
+            for name, method, args in jobs}
 
   # --- the steps -----------------------------------------------------------------------
 
@@ -111,51 +155,118 @@ class Pipeline:
     # Numbers as floats; the report's "split" (a string) is kept as it is.
     return {k: v if isinstance(v, str) else float(v) for k, v in result.items()}
 
+  def data_config(self) -> ml_collections.ConfigDict:
+    """The stage-2 data of every comparison: both tasks read the same subjects and frames."""
+    return self.cla_config("au_detection", "wo_idn", 0).data
+
   def normalize(self, target: str, out: str) -> dict[str, Any]:
     from norface_jax.training import normalize
-    data = self.cla_config("au_detection", "idn").data
-    data.normalization = "none"
-    stats = normalize.normalize_dataset(self.path("stage1"), target, out, data_config=data,
-                                        batch_size=self.c.batch)
+    stats = normalize.normalize_dataset(self.path("stage1"), target, out,
+                                        data_config=self.data_config(), batch_size=self.c.batch)
     return {split: s["images_per_sec"] for split, s in stats.items()}
 
-  def cla_config(self, task: str, run: str, normalized_dir: str = "") -> ml_collections.ConfigDict:
+  def target_index(self, target: str) -> int:
+    from norface_jax.data.synthfacs import presets
+    if not target.startswith("synthfacs:"):
+      raise ValueError(f"the pipeline's target must be `synthfacs:<subject>`, not {target!r}")
+    name = target.split(":", 1)[1]
+    subjects = presets.get(self.c.preset).subjects
+    return int(name) if name.isdigit() else subjects.index(name)
+
+  def deepfn(self, target: str) -> dict[str, Any]:
+    from norface_jax.deepfn import normalize as deepfn_normalize
+    d = _config("deepfn_bp4d", "synthetic,runlocal")
+    d.ae.update(self.c.get("deepfn_ae", {}))
+    return deepfn_normalize.normalize_dataset(d, self.data_config(), self.target_index(target),
+                                              self.path("deepfn"))
+
+  def cla_config(self, task: str, run: str, seed: int) -> ml_collections.ConfigDict:
     from norface_jax.training import stage2_config
+    s = self.c.cla
     c = stage2_config.task_config("synthetic,runlocal", task=task, dataset=self.c.preset)
+    c.seed = int(seed)
     c.data.image_size = self.c.image_size
     c.data.identity_bias = self.c.identity_bias
-    # Both tasks read the same subjects and frames (BP4D-like tasks elicit emotions).
     c.data.num_identities = 0
-    c.data.frames_per_subject = 24
+    c.data.frames_per_subject = s.frames_per_subject
+    c.data.test_frames_per_subject = s.test_frames_per_subject
+    c.data.target_subject = self.target_index(self.c.target)
     c.model.encoder = self.c.encoder
-    c.total_steps = self.c.cla_steps
-    c.eval_every = self.c.cla_steps
-    c.checkpoint_every = self.c.cla_steps
-    c.log_every = max(1, min(c.log_every, self.c.cla_steps))
-    c.eval.max_examples = self.c.eval_examples
-    c.init_from = self.path("mae", "checkpoints")
-    c.data.normalization = "precomputed"
-    c.data.normalized_dir = normalized_dir or self.path("normalized")
-    if run == "orig":        # The paper's "w/o Idn": the original stream alone.
+    c.model.pool = s.pool
+    c.input.batch_size = s.batch
+    c.optim.lr = s.lr
+    c.optim.warmup_steps = s.warmup_steps
+    c.total_steps = s.steps
+    c.eval_every = s.steps
+    c.checkpoint_every = s.steps
+    c.log_every = max(1, min(c.log_every, s.steps))
+    c.eval.max_examples = 0  # The whole test split: the probes score the same faces.
+    if s.init_from_mae:
+      c.init_from = self.path("mae", "checkpoints")
+    source = COMPARISONS.get(run, "precomputed")
+    c.data.normalization = source or "none"
+    if run == "wo_idn":      # The paper's "w/o Idn": the original stream alone.
       c.model.streams = ("orig",)
-      c.data.normalization = "none"
-    elif run == "no_mi":
+    elif run == "deepfn":
+      c.data.normalized_dir = self.path("deepfn")
+    elif run in ("learned", "no_mi", "no_mo") or run.startswith("m"):
+      c.data.normalized_dir = self.path("normalized")
+    if run == "no_mi":
       c.model.use_input_moe = False
     elif run == "no_mo":
       c.model.use_output_moe = False
     elif run.startswith("m"):
       c.model.num_experts = int(run[1:])
       c.model.top_k = min(c.model.top_k, max(c.model.num_experts, 1))
-    elif run != "idn":
+    elif run not in COMPARISONS:
       raise ValueError(f"unknown stage-2 run {run!r}")
     return c
 
-  def cla(self, task: str, run: str, normalized_dir: str = "", workdir: str = "") -> dict[str, Any]:
+  def cla(self, task: str, run: str, seed: int) -> dict[str, Any]:
     from norface_jax.training import stage2
-    c = self.cla_config(task, run, normalized_dir)
-    result = stage2.train_and_evaluate(c, workdir or self.path("cla", f"{task}_{run}"))
-    report = stage2.scalar_metrics(result["report"])
-    return report
+    c = self.cla_config(task, run, seed)
+    workdir = self.path("cla", f"{task}_{run}_s{seed}")
+    report = stage2.train_and_evaluate(c, workdir)["report"]
+    if not report:  # Finished before its done.json was written: score the last step.
+      from norface_jax.training import evaluate
+      report = evaluate.evaluate_workdir(workdir, config=c, which="latest")
+    return stage2.scalar_metrics(report)
+
+  def probe_data(self, task: str) -> dict[str, np.ndarray]:
+    """uint8 faces and labels of the stage-2 splits: originals and the oracle I_n."""
+    from norface_jax.data import registry
+    data = self.cla_config(task, "oracle", 0).data
+    key = {"au_detection": "au", "fer": "emotion"}[task]
+    out = {}
+    for split in ("train", "test"):
+      src = registry.make_source(data, split, task=task)
+      items = [src[i] for i in range(len(src))]
+      out[f"{split}_image"] = np.stack([it["image"] for it in items])
+      out[f"{split}_oracle"] = np.stack([it["image_norm"] for it in items])
+      out[f"{split}_y"] = np.stack([np.asarray(it[key]) for it in items])
+    return out
+
+  def baseline(self, task: str, kind: str, seed: int) -> dict[str, Any]:
+    """One probe's test metric (percent): trivial, linear_orig, linear_oracle, cnn_orig."""
+    from norface_jax.evaluation import baselines
+    d = self.probe_data(task)
+    p = self.c.probes
+    classes = 7 if task == "fer" else None
+    if kind == "trivial":
+      value = baselines.trivial(task, d["train_y"], d["test_y"])
+    elif kind in ("linear_orig", "linear_oracle"):
+      stream = "image" if kind == "linear_orig" else "oracle"
+      value = baselines.linear_probe(d[f"train_{stream}"], d["train_y"], d[f"test_{stream}"],
+                                     d["test_y"], task, seed=seed, steps=p.linear_steps,
+                                     num_classes=classes)
+    elif kind == "cnn_orig":
+      value = baselines.cnn_probe(d["train_image"], d["train_y"], d["test_image"], d["test_y"],
+                                  task, seed=seed, steps=p.cnn_steps or self.c.cla.steps,
+                                  batch_size=p.cnn_batch, widths=tuple(p.cnn_widths),
+                                  num_classes=classes)
+    else:
+      raise ValueError(f"unknown baseline {kind!r}")
+    return {"value": float(value)}
 
   def target_study(self) -> dict[str, Any]:
     scores = {}
@@ -163,13 +274,31 @@ class Pipeline:
       tag = target.replace(":", "_").replace("/", "_")
       out = self.path("target_study", tag, "normalized")
       self.normalize(target, out)
-      report = self.cla("au_detection", "idn", normalized_dir=out,
-                        workdir=self.path("target_study", tag, "cla"))
-      scores[target] = report["f1/mean"]
+      from norface_jax.training import stage2
+      c = self.cla_config("au_detection", "learned", 0)
+      c.data.normalized_dir = out
+      result = stage2.train_and_evaluate(c, self.path("target_study", tag, "cla"))
+      scores[target] = stage2.scalar_metrics(result["report"])["f1/mean"]
     best = max(scores, key=scores.get)
     return {"scores": scores, "best": best}
 
   # --- orchestration -------------------------------------------------------------------
+
+  def stage2_jobs(self) -> list[tuple[str, str, tuple]]:
+    seeds = tuple(self.c.seeds)
+    jobs = []
+    for task in TASKS:
+      for kind in ("trivial", "linear_orig", "linear_oracle", "cnn_orig"):
+        for seed in (seeds[:1] if kind == "trivial" else seeds):
+          jobs.append((f"baselines/{task}_{kind}_s{seed}", "baseline", (task, kind, seed)))
+      for run in COMPARISONS:
+        for seed in seeds:
+          jobs.append((f"cla/{task}_{run}_s{seed}", "cla", (task, run, seed)))
+    for run in self.c.ablations:
+      jobs.append((f"cla/au_detection_{run}_s{seeds[0]}", "cla", ("au_detection", run, seeds[0])))
+    # The longest first, so that the workers finish together.
+    cost = lambda j: (j[1] == "cla") * (1 + (j[2][1] != "wo_idn")) + (j[2][1] == "cnn_orig")
+    return sorted(jobs, key=cost, reverse=True)
 
   def run(self) -> dict[str, Any]:
     self.step("perception", self.perception)
@@ -180,16 +309,14 @@ class Pipeline:
     if self.c.target_candidates:
       study = self.step("target_study", self.target_study)
       target = study["best"]
+      if target != self.c.target:
+        raise ValueError(f"the target study picked {target}; set config.target={target!r} so "
+                         "that the oracle and DeepFN rows use the same target person")
     norm = self.step("normalized", lambda: self.normalize(target, self.path("normalized")))
-    results = {}
-    for task in ("au_detection", "fer"):
-      for run in ("orig", "idn"):
-        results[f"{task}_{run}"] = self.step(f"cla/{task}_{run}", lambda t=task, r=run: self.cla(t, r))
-    for run in self.c.ablations:
-      results[f"au_detection_{run}"] = self.step(f"cla/au_detection_{run}",
-                                                 lambda r=run: self.cla("au_detection", r))
+    deepfn = self.step("deepfn", lambda: self.deepfn(target))
+    results = self.jobs(self.stage2_jobs())
     from norface_jax import pipeline_report
-    path = pipeline_report.write(self, stage1=stage1, norm=norm, results=results, study=study,
-                                 target=target)
+    path = pipeline_report.write(self, stage1=stage1, norm=norm, deepfn=deepfn, results=results,
+                                 study=study, target=target)
     logging.info("[pipeline] report: %s (%.0fs in all).", path, time.perf_counter() - self.t0)
     return {"report": path, "results": results}

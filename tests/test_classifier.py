@@ -81,3 +81,43 @@ def test_encode_and_missing_stream():
   assert model.apply(variables, X_O, method="encode").shape == (B, 32)
   with pytest.raises(ValueError):
     model.apply(variables, X_O, None, train=False)
+
+
+def test_head_init_std_and_the_encoder_gradient_it_allows():
+  """MAE's 2e-5 head (for a pre-trained encoder) scales the encoder's gradient by ~2e-5;
+  from a random encoder that freezes training, so lecun_normal is the default there."""
+  grads, stds = {}, {}
+  y = jnp.asarray([[1, 0, 1, 0, 1], [0, 1, 0, 1, 0]], jnp.float32)
+  for name, std in (("mae", 2e-5), ("lecun", 0.0)):
+    model = _model(streams=("orig",), head_init_std=std)
+    params = nn.unbox(model.init(RNGS, X_O, train=False))["params"]
+    stds[name] = float(jnp.std(params["head"]["kernel"]))
+
+    def loss(p):
+      out, _ = model.apply({"params": p}, X_O, train=False)
+      return jnp.mean(optax_bce(out, y))
+
+    g = jax.grad(loss)(params)
+    grads[name] = float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g["encoder"]))))
+  assert stds["mae"] < 3e-5
+  assert 0.5 / np.sqrt(32) < stds["lecun"] < 2.0 / np.sqrt(32)  # lecun: 1/sqrt(fan_in=32)
+  assert grads["lecun"] > 1e3 * grads["mae"]
+  with pytest.raises(ValueError, match="head_init_std"):
+    _model(head_init_std=-1.0).init(RNGS, X_O, X_N, train=False)
+
+
+def optax_bce(logits, labels):
+  return -(labels * jax.nn.log_sigmoid(logits) + (1 - labels) * jax.nn.log_sigmoid(-logits))
+
+
+def test_stage2_head_init_follows_init_from():
+  from norface_jax.training import stage2, stage2_config
+  c = stage2_config.task_config("synthetic,runlocal", task="au_detection", dataset="bp4d")
+  assert stage2.head_init_std(c) == 0.0            # random encoder: lecun_normal
+  c.init_from = "/some/mae/checkpoints"
+  assert stage2.head_init_std(c) == 2e-5           # pre-trained encoder: MAE's init
+  c.model.head_init = "lecun"
+  assert stage2.head_init_std(c) == 0.0
+  c.model.head_init = "small"
+  with pytest.raises(ValueError, match="head_init"):
+    stage2.head_init_std(c)

@@ -13,6 +13,7 @@ Also decides where the normalized face I_n comes from:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -119,17 +120,35 @@ def make_source(data_config: Any, split: str, *, task: str) -> Any:
 
 
 def _synthfacs_source(data_config: Any, split: str, dataset: str, *, oracle: bool) -> Any:
-  from norface_jax.data.synthfacs import source as synth_source
   preset = (data_config.get("test_preset", "") or dataset) if split == "test" else data_config.preset
   if preset == "":
     preset = dataset
-  return synth_source.SynthFACSSource(
-      preset=preset, split=split, fold=data_config.fold, seed=data_config.get("seed", 0),
-      size=data_config.image_size, identity_bias=data_config.identity_bias,
-      frames_per_subject=data_config.frames_per_subject or None,
-      num_identities=data_config.num_identities or None,
-      num_classes=data_config.num_classes,
-      normalized_target=data_config.target_subject if oracle else None)
+  frames = data_config.frames_per_subject
+  if split == "test" and data_config.get("test_frames_per_subject", 0):
+    frames = data_config.test_frames_per_subject
+  return _cached_synthfacs(
+      preset, split, int(data_config.fold), int(data_config.get("seed", 0)),
+      int(data_config.image_size), float(data_config.identity_bias), int(frames or 0),
+      int(data_config.num_identities or 0), int(data_config.num_classes),
+      int(data_config.target_subject) if oracle else -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_synthfacs(preset: str, split: str, fold: int, seed: int, size: int,
+                      identity_bias: float, frames: int, num_identities: int,
+                      num_classes: int, target: int) -> Any:
+  """SynthFACS renders every item when a source is built; one process that trains many
+  runs on the same faces (the pipeline, a seed sweep) renders them once. Sources are
+  read-only."""
+  from norface_jax.data.synthfacs import source as synth_source
+  source = synth_source.SynthFACSSource(
+      preset=preset, split=split, fold=fold, seed=seed, size=size,
+      identity_bias=identity_bias, frames_per_subject=frames or None,
+      num_identities=num_identities or None, num_classes=num_classes,
+      normalized_target=target if target >= 0 else None)
+  for array in (getattr(source, "_cache", None) or {}).values():
+    array.setflags(write=False)  # Shared between runs: a consumer writing in place errors.
+  return source
 
 
 def _real_source(data_config: Any, split: str, dataset: str) -> Any:

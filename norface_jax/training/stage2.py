@@ -65,24 +65,18 @@ def make_model(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> nn.Mo
 
 
 def head_init_std(config: ml_collections.ConfigDict) -> float:
-  """The head kernel's init std from `config.model.head_init`.
+  """The head kernel's init std from `config.model.head_init` (0: lecun_normal).
 
   "auto" (default): MAE's fine-tuning init (trunc_normal 2e-5) when the encoder starts
-  from a checkpoint (`config.init_from`), lecun_normal (std 0) from a random encoder,
-  where a 2e-5 head leaves the encoder without gradient and training flat. "mae" and
-  "lecun" force either; a number is the std itself.
+  from a checkpoint (`config.init_from`), lecun_normal from a random encoder, where a
+  2e-5 head leaves the encoder without gradient and training flat. "mae" and "lecun"
+  force either.
   """
   choice = config.model.get("head_init", "auto")
-  if choice == "auto":
-    return 2e-5 if config.get("init_from") else 0.0
-  if choice == "mae":
-    return 2e-5
-  if choice == "lecun":
-    return 0.0
-  if isinstance(choice, (int, float)) and not isinstance(choice, bool) and choice >= 0:
-    return float(choice)
-  raise ValueError(f"config.model.head_init={choice!r}; expected 'auto', 'mae', 'lecun' "
-                   "or a std >= 0")
+  stds = {"auto": 2e-5 if config.get("init_from") else 0.0, "mae": 2e-5, "lecun": 0.0}
+  if choice not in stds:
+    raise ValueError(f"config.model.head_init={choice!r}; expected one of {sorted(stds)}")
+  return stds[choice]
 
 
 def uses_normalized(config: ml_collections.ConfigDict) -> bool:

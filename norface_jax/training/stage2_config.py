@@ -48,6 +48,7 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       num_classes=7,              # FER classes (7 basic, 8 with contempt).
       identity_bias=1.0,          # SynthFACS identity look-alike strength.
       frames_per_subject=0,       # SynthFACS: 0 = preset default.
+      test_frames_per_subject=0,  # SynthFACS test split: 0 = frames_per_subject.
       num_identities=0,           # SynthFACS FER presets: 0 = preset default.
       # Where I_n (the normalized face) comes from: none | precomputed | oracle | online.
       normalization="oracle" if synthetic else "precomputed",
@@ -77,7 +78,7 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       scan=False,
       pos_embed="sincos",         # sincos (MAE) | learned (imported timm ViTs).
       # Head kernel init: auto = MAE's trunc_normal(2e-5) with init_from, lecun_normal
-      # from a random encoder (the 2e-5 head freezes a random encoder); mae | lecun | std.
+      # from a random encoder (the 2e-5 head freezes a random encoder); mae | lecun.
       head_init="auto",
   )
   c.dtype = "float32"             # Compute dtype; parameters stay float32.
