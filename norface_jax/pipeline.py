@@ -234,17 +234,8 @@ class Pipeline:
 
   def probe_data(self, task: str) -> dict[str, np.ndarray]:
     """uint8 faces and labels of the stage-2 splits: originals and the oracle I_n."""
-    from norface_jax.data import registry
-    data = self.cla_config(task, "oracle", 0).data
-    key = {"au_detection": "au", "fer": "emotion"}[task]
-    out = {}
-    for split in ("train", "test"):
-      src = registry.make_source(data, split, task=task)
-      items = [src[i] for i in range(len(src))]
-      out[f"{split}_image"] = np.stack([it["image"] for it in items])
-      out[f"{split}_oracle"] = np.stack([it["image_norm"] for it in items])
-      out[f"{split}_y"] = np.stack([np.asarray(it[key]) for it in items])
-    return out
+    from norface_jax.evaluation import baselines
+    return baselines.load_faces(self.cla_config(task, "oracle", 0).data, task)
 
   def baseline(self, task: str, kind: str, seed: int) -> dict[str, Any]:
     """One probe's test metric (percent): trivial, linear_orig, linear_oracle, cnn_orig."""

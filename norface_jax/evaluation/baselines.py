@@ -30,6 +30,24 @@ from norface_jax.losses import classification as cls_losses
 TASKS = ("au_detection", "fer")
 
 
+def load_faces(data_config, task: str) -> dict[str, np.ndarray]:
+  """uint8 faces and labels of a stage-2 data config's splits: `{split}_image`,
+  `{split}_oracle` (SynthFACS's true I_n, when `data_config.normalization` is
+  "oracle") and `{split}_y` for split in train, test."""
+  from norface_jax.data import registry
+  _check_task(task)
+  key = {"au_detection": "au", "fer": "emotion"}[task]
+  out = {}
+  for split in ("train", "test"):
+    src = registry.make_source(data_config, split, task=task)
+    items = [src[i] for i in range(len(src))]
+    out[f"{split}_image"] = np.stack([it["image"] for it in items])
+    if "image_norm" in items[0]:
+      out[f"{split}_oracle"] = np.stack([it["image_norm"] for it in items])
+    out[f"{split}_y"] = np.stack([np.asarray(it[key]) for it in items])
+  return out
+
+
 def _check_task(task: str) -> None:
   if task not in TASKS:
     raise ValueError(f"baselines cover {TASKS}, not {task!r}")
