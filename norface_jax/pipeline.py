@@ -51,7 +51,6 @@ def _config(name: str, arg: str) -> ml_collections.ConfigDict:
 COMPARISONS = {"wo_idn": None, "learned": "precomputed", "deepfn": "precomputed",
                "oracle": "oracle"}
 TASKS = ("au_detection", "fer")
-METRIC = {"au_detection": "f1/mean", "fer": "accuracy"}
 
 
 def _run_job(config_dict: dict, workdir: str, name: str, method: str, args: tuple) -> dict:
@@ -107,16 +106,19 @@ class Pipeline:
       logging.info("[pipeline] %d jobs in %d worker processes (%d done already).", len(todo),
                    workers, len(jobs) - len(todo))
       ctx = multiprocessing.get_context("spawn")
-      cores = ctx.Manager().Queue()
-      for core in sorted(os.sched_getaffinity(0))[:workers]:
-        cores.put(core)
-      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin_worker,
-                                                  initargs=(cores,)) as pool:
-        futures = {pool.submit(_run_job, self.c.to_dict(), self.workdir, *j): j[0] for j in todo}
-        for i, fut in enumerate(concurrent.futures.as_completed(futures)):
-          fut.result()  # A failed job stops the pipeline with its error.
-          logging.info("[pipeline] %s done (%d/%d, %.0fs elapsed).", futures[fut], i + 1,
-                       len(todo), time.perf_counter() - self.t0)
+      with ctx.Manager() as manager:
+        cores = manager.Queue()
+        for core in sorted(os.sched_getaffinity(0))[:workers]:
+          cores.put(core)
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                    initializer=_pin_worker,
+                                                    initargs=(cores,)) as pool:
+          futures = {pool.submit(_run_job, self.c.to_dict(), self.workdir, *j): j[0]
+                     for j in todo}
+          for i, fut in enumerate(concurrent.futures.as_completed(futures)):
+            fut.result()  # A failed job stops the pipeline with its error.
+            logging.info("[pipeline] %s done (%d/%d, %.0fs elapsed).", futures[fut], i + 1,
+                         len(todo), time.perf_counter() - self.t0)
     return {name: self.step(name, lambda m=method, a=args: getattr(self, m)(*a))
             for name, method, args in jobs}
 

@@ -62,7 +62,7 @@ def test_balanced_pos_weight_and_task_loss():
   # AU a: 1 positive of 4 -> 3; AU b: 2 of 4 -> 1; AU c: none -> the cap; AU d: 1 of 3
   # labelled (-1 = unlabelled) -> 2; AU e: 3 of 4 -> 1/3, clipped up to 1.
   labels = np.array([[1, 1, 0, 1, 1], [0, 1, 0, 0, 1], [0, 0, 0, 0, 1], [0, 0, 0, -1, 0]])
-  assert tasks.balanced_pos_weight(labels, max_weight=5.0) == (3.0, 1.0, 5.0, 2.0, 1.0)
+  assert cl.balanced_pos_weight(labels, max_weight=5.0) == (3.0, 1.0, 5.0, 2.0, 1.0)
   task = tasks.Task("au_detection", ("AU1", "AU2"), pos_weight=(3.0, 1.0))
   logits, y = jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 1.0]])
   np.testing.assert_allclose(task.loss(logits, y), (3 * LN2 + LN2) / 2, rtol=1e-6)

@@ -74,11 +74,8 @@ def trivial(task: str, train_labels: np.ndarray, test_labels: np.ndarray) -> flo
 
 
 def pos_weight(train_labels: np.ndarray, max_weight: float = 10.0) -> np.ndarray:
-  """The stage-2 trainer's "balanced" rule: (1 - p) / p per AU, clipped to [1, 10]."""
-  y = np.asarray(train_labels, np.float64)
-  pos, neg = (y >= 0.5).sum(0), (y < 0.5).sum(0)
-  return np.clip(np.where(pos > 0, neg / np.maximum(pos, 1), max_weight), 1.0,
-                 max_weight).astype(np.float32)
+  """The stage-2 trainer's "balanced" rule (`balanced_pos_weight`) as a float32 array."""
+  return np.asarray(cls_losses.balanced_pos_weight(train_labels, max_weight), np.float32)
 
 
 def grey_pixels(images_u8: np.ndarray, size: int = 32) -> np.ndarray:

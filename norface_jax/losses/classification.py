@@ -7,6 +7,7 @@ entries (at least 1), so a fully masked batch gives 0.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -59,3 +60,19 @@ def l2_regression(preds: jax.Array, targets: jax.Array,
   """Mean squared error for AU intensity, over valid (batch, AU) entries."""
   diff = preds.astype(jnp.float32) - targets.astype(jnp.float32)
   return _masked_mean(diff * diff, mask)
+
+
+def balanced_pos_weight(labels: np.ndarray, max_weight: float = 10.0) -> tuple[float, ...]:
+  """Per-AU (1 - p) / p from (N, A) occurrence labels (negative entries: unlabelled).
+
+  Weighting the positives by the negatives-to-positives ratio makes each AU's two
+  classes cost the same in total, so a rare AU is not learned as "always absent" (which
+  scores F1 = 0 at the 0.5 threshold). Clipped to [1, max_weight]; an AU with no
+  positive gets max_weight.
+  """
+  labels = np.asarray(labels, np.float64)
+  valid = labels >= 0
+  pos = np.sum((labels >= 0.5) & valid, axis=0)
+  neg = np.sum((labels < 0.5) & valid, axis=0)
+  w = np.where(pos > 0, neg / np.maximum(pos, 1), max_weight)
+  return tuple(float(x) for x in np.clip(w, 1.0, max_weight))

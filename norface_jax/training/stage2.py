@@ -26,6 +26,7 @@ from norface_jax.data import augment as augment_lib
 from norface_jax.data import pipeline
 from norface_jax.data import registry
 from norface_jax.evaluation import plots
+from norface_jax.losses import classification as cls_losses
 from norface_jax.losses import moe as moe_losses
 from norface_jax.models import classifier as classifier_lib
 from norface_jax.models import vit as vit_lib
@@ -415,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   setup = build(config, len(train_source))
   task, model, mesh, steps = setup.task, setup.model, setup.mesh, setup.steps
   if task.name == "au_detection" and config.loss.get("au_pos_weight", "none") == "balanced":
-    task = dataclasses.replace(task, pos_weight=tasks_lib.balanced_pos_weight(
+    task = dataclasses.replace(task, pos_weight=cls_losses.balanced_pos_weight(
         sample_labels(train_source, task.label_key)))
     logging.info("AU positive weights (balanced on the training labels): %s",
                  dict(zip(task.label_names, np.round(task.pos_weight, 2))))

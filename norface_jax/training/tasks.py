@@ -22,7 +22,7 @@ class Task:
   name: str                      # fer | au_detection | au_intensity
   label_names: tuple[str, ...]   # AU names ("AU1", ...) or emotion names.
   # AU detection: per-AU weight of the positive term of the BCE (None: 1), e.g. from
-  # `balanced_pos_weight` of the training labels.
+  # `losses.classification.balanced_pos_weight` of the training labels.
   pos_weight: tuple[float, ...] | None = None
 
   @property
@@ -75,19 +75,3 @@ class Task:
     if self.name == "au_detection":
       return (labels >= 0.5).astype(np.float32)
     return (labels >= 1.0).astype(np.float32)
-
-
-def balanced_pos_weight(labels: np.ndarray, max_weight: float = 10.0) -> tuple[float, ...]:
-  """Per-AU (1 - p) / p from (N, A) occurrence labels (negative entries: unlabelled).
-
-  Weighting the positives by the negatives-to-positives ratio makes each AU's two
-  classes cost the same in total, so a rare AU is not learned as "always absent" (which
-  scores F1 = 0 at the 0.5 threshold). Clipped to [1, max_weight]; an AU with no
-  positive gets max_weight.
-  """
-  labels = np.asarray(labels, np.float64)
-  valid = labels >= 0
-  pos = np.sum((labels >= 0.5) & valid, axis=0)
-  neg = np.sum((labels < 0.5) & valid, axis=0)
-  w = np.where(pos > 0, neg / np.maximum(pos, 1), max_weight)
-  return tuple(float(x) for x in np.clip(w, 1.0, max_weight))
