@@ -3,7 +3,7 @@ r"""Norface stage 1 on SynthFACS (bp4d preset), CPU-sized: `normalizer.py:synthe
   python launch/train.py --config=configs/perception_synthfacs.py --workdir=workdirs/perception
   python launch/train.py --config=configs/stage1_synthfacs.py:perception_dir=workdirs/perception \
       --workdir=workdirs/stage1
-  python -m norface_jax.training.stage1_report --workdir=workdirs/stage1
+  python -m norface_jax.inference.stage1_report --workdir=workdirs/stage1
 
 Args: perception_dir=W (empty: trained first under the workdir; `random` = untrained
 nets, smoke tests only), target=synthfacs:<subject>|<image path>, steps=N,

@@ -8,9 +8,10 @@ W/deepfn_examples.png and W/records.json (every per-subject score).
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from norface_jax import console
 from norface_jax.deepfn import protocol
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -22,7 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   config = _CONFIG.value
   config.command = "python " + " ".join(a for a in sys.argv if not a.startswith("--workdir"))
   protocol.run(config, _WORKDIR.value)

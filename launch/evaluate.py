@@ -5,10 +5,11 @@
   python launch/evaluate.py --cv --config=configs/bp4d_au.py --workdir=W   # 3 folds, mean
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from norface_jax.training import evaluate
+from norface_jax import console
+from norface_jax.inference import evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config (needed for --cv).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir (per fold: <workdir>/fold<k> with --cv).")
@@ -21,7 +22,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   if _CV.value:
     if _CONFIG.value is None:
       raise app.UsageError("--cv needs --config")

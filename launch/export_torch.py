@@ -6,8 +6,9 @@
 Load it with `norface_jax.torch_twins` (plain PyTorch; see docs/interop.md).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from norface_jax import console
 from norface_jax.interop import export
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
@@ -23,7 +24,7 @@ flags.mark_flags_as_required(["out"])
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   if (_WORKDIR.value is None) == (_DEEPFN.value is None):
     raise app.UsageError("give exactly one of --workdir and --deepfn")
   if _DEEPFN.value:

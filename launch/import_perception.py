@@ -12,9 +12,10 @@ deca_model.tar (its `E_flame`). Files: .pth/.pt/.tar (torch.load, weights only) 
 .safetensors. See docs/stage1.md, "Perception networks".
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from norface_jax.training import perception_import
+from norface_jax import console
+from norface_jax.interop import perception_import
 
 _PATHS = {
     "vgg": flags.DEFINE_string("vgg", None, "torchvision VGG19 weights (L_perc)."),
@@ -38,7 +39,7 @@ flags.mark_flags_as_required(["vgg", "arcface", "landmarks", "expression", "eyeb
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   channels = None if _EYEBROW_CHANNELS.value is None else [int(c) for c in _EYEBROW_CHANNELS.value]
   out = perception_import.import_to_dir(
       {name: flag.value for name, flag in _PATHS.items()}, _OUT.value,

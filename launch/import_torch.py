@@ -13,8 +13,9 @@ the learned-position ViT at that size:
 See docs/interop.md (position embeddings, ignored keys).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from norface_jax import console
 from norface_jax.interop import import_timm
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, ".pth/.pt/.safetensors file.")
@@ -32,7 +33,7 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   sd = import_timm.load_state_dict(_CHECKPOINT.value)
   params, info = import_timm.convert(sd, variant=_VARIANT.value, image_size=_IMAGE_SIZE.value,
                                      scan=_SCAN.value, pos_embed=_POS_EMBED.value)

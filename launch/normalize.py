@@ -11,10 +11,11 @@ reader `registry.make_source` knows; default: the stage-1 workdir's own data), a
 with `norm=precomputed,normalized_dir=DIR`.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from norface_jax.training import normalize
+from norface_jax import console
+from norface_jax.inference import normalize
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config naming the dataset (optional).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Stage-1 workdir.")
@@ -30,7 +31,7 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   normalize.normalize_dataset(_CHECKPOINT.value, _TARGET.value, _OUT.value,
                               data_config=_CONFIG.value.data if _CONFIG.value else None,
                               splits=_SPLITS.value, batch_size=_BATCH.value,

@@ -6,9 +6,10 @@ Interrupted? Run the same command again: finished steps are skipped and the runn
 one resumes from its checkpoint.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from norface_jax import console
 from norface_jax import pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config.", lock_config=True)
@@ -18,7 +19,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   result = pipeline.Pipeline(_CONFIG.value, _WORKDIR.value).run()
   print(f"Report: {result['report']}")
 

@@ -3,9 +3,10 @@
   python launch/predict.py --workdir=W --images=DIR --out=preds.csv [--normalized=DIR]
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from norface_jax.training import predict
+from norface_jax import console
+from norface_jax.inference import predict
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained stage-2 workdir.")
 _IMAGES = flags.DEFINE_string("images", None, "Folder of face crops (searched recursively).")
@@ -19,7 +20,7 @@ flags.mark_flags_as_required(["workdir", "images"])
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   predict.predict_folder(_WORKDIR.value, _IMAGES.value, _OUT.value, normalized=_NORMALIZED.value,
                          batch_size=_BATCH.value, which=_WHICH.value, skip_bad=_SKIP.value)
 

@@ -10,6 +10,7 @@ counts and reports it instead.
 
 from absl import app, flags
 
+from norface_jax import console
 from norface_jax.data import prepared
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(prepared.DATASETS), "Dataset to prepare.")
@@ -33,6 +34,7 @@ flags.mark_flags_as_required(["dataset", "manual_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  console.setup()
   options = prepared.PrepareOptions(
       image_size=_SIZE.value, margin=_MARGIN.value, align=_ALIGN.value, skip_bad=_SKIP_BAD.value,
       image_format=_FORMAT.value, fold_file=_FOLD_FILE.value, num_folds=_NUM_FOLDS.value,

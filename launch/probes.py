@@ -18,6 +18,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from norface_jax import console
 from norface_jax.evaluation import baselines
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A stage-2 config.", lock_config=True)
@@ -32,6 +33,7 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
   del argv
+  console.setup()
   c = _CONFIG.value
   task = c.task
   d = baselines.load_faces(c.data, task)

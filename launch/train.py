@@ -10,9 +10,10 @@ Multi-process on one machine (CPU collectives):
 Cloud TPU pod (every worker runs the same command): add --distributed.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from norface_jax import console
 from norface_jax.training import entry, multihost
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -29,7 +30,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  console.setup()
   multihost.initialize(coordinator_address=_COORD.value, num_processes=_NPROC.value,
                        process_id=_PID.value, auto=_AUTO.value)
   entry.train(_CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value or None)

@@ -143,7 +143,8 @@ class Pipeline:
     return {}
 
   def stage1(self) -> dict[str, Any]:
-    from norface_jax.training import entry, stage1_report
+    from norface_jax.training import entry
+    from norface_jax.inference import stage1_report
     c = _config("stage1_synthfacs", f"perception_dir={self.path('perception')},"
                                     f"steps={self.c.stage1_steps},target={self.c.target}")
     c.model.encoder = self.c.encoder
@@ -162,7 +163,7 @@ class Pipeline:
     return self.cla_config("au_detection", "wo_idn", 0).data
 
   def normalize(self, target: str, out: str) -> dict[str, Any]:
-    from norface_jax.training import normalize
+    from norface_jax.inference import normalize
     stats = normalize.normalize_dataset(self.path("stage1"), target, out,
                                         data_config=self.data_config(), batch_size=self.c.batch)
     return {split: s["images_per_sec"] for split, s in stats.items()}
@@ -225,14 +226,15 @@ class Pipeline:
     return c
 
   def cla(self, task: str, run: str, seed: int) -> dict[str, Any]:
+    from norface_jax.evaluation import classifier_eval
     from norface_jax.training import stage2
     c = self.cla_config(task, run, seed)
     workdir = self.path("cla", f"{task}_{run}_s{seed}")
     report = stage2.train_and_evaluate(c, workdir)["report"]
     if not report:  # Finished before its done.json was written: score the last step.
-      from norface_jax.training import evaluate
+      from norface_jax.inference import evaluate
       report = evaluate.evaluate_workdir(workdir, config=c, which="latest")
-    return stage2.scalar_metrics(report)
+    return classifier_eval.scalar_metrics(report)
 
   def probe_data(self, task: str) -> dict[str, np.ndarray]:
     """uint8 faces and labels of the stage-2 splits: originals and the oracle I_n."""
@@ -267,11 +269,12 @@ class Pipeline:
       tag = target.replace(":", "_").replace("/", "_")
       out = self.path("target_study", tag, "normalized")
       self.normalize(target, out)
+      from norface_jax.evaluation import classifier_eval
       from norface_jax.training import stage2
       c = self.cla_config("au_detection", "learned", 0)
       c.data.normalized_dir = out
       result = stage2.train_and_evaluate(c, self.path("target_study", tag, "cla"))
-      scores[target] = stage2.scalar_metrics(result["report"])["f1/mean"]
+      scores[target] = classifier_eval.scalar_metrics(result["report"])["f1/mean"]
     best = max(scores, key=scores.get)
     return {"scores": scores, "best": best}
 

@@ -103,12 +103,11 @@ def comparison_grid(pipe, target: str, path: str, num: int = 8) -> None:
   """The same unseen faces as original | target | learned I_n | DeepFN | oracle I_n."""
   from norface_jax.data import images as images_lib
   from norface_jax.data import registry
-  from norface_jax.training import normalize
   data = pipe.cla_config("au_detection", "oracle", pipe.c.seeds[0]).data
   source = registry.make_source(data, "test", task="au_detection")
   picks = np.linspace(0, len(source) - 1, num).round().astype(int)
   items = [source[int(i)] for i in picks]
-  target_u8, _ = normalize.load_target(target, data)
+  target_u8, _ = images_lib.load_target(target, data)
   rows = [np.stack([it["image"] for it in items]), np.stack([target_u8] * len(items))]
   titles = ["orig", "target"]
   for name, root in (("F_nor", pipe.path("normalized")), ("DeepFN", pipe.path("deepfn"))):

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from norface_jax import torch_twins  # pylint: disable=g-import-not-at-top
 from norface_jax.interop import import_timm
 from norface_jax.models import vit as vit_lib
-from norface_jax.training import optim, stage2
+from norface_jax.training import checkpointing, optim, stage2
 
 
 def random_twin(variant="mu/8", size=32, seed=0, pos_embed="sincos"):
@@ -139,14 +139,14 @@ def test_learned_pos_checkpoint_inits_stage2_classifier(tmp_path):
   x = jnp.zeros((1, size, size, 3))
   fresh = nn.unbox(jax.jit(lambda r: model.init(r, x, x, train=False))(jax.random.key(0)))
   state = optim.TrainState(step=jnp.zeros((), jnp.int32), params=fresh["params"], opt_state=())
-  loaded = stage2.load_pretrained(state, directory, "encoder").params["encoder"]
+  loaded = checkpointing.graft_params(state.params, directory, "encoder")["encoder"]
   np.testing.assert_array_equal(loaded["pos_embedding"], params["pos_embedding"])
   np.testing.assert_array_equal(loaded["block_1"]["mlp"]["fc2"]["kernel"],
                                 params["block_1"]["mlp"]["fc2"]["kernel"])
 
 
 @pytest.mark.parametrize("scan", [False, True])
-def test_written_checkpoint_is_accepted_by_load_pretrained(tmp_path, scan):
+def test_written_checkpoint_is_accepted_by_graft_params(tmp_path, scan):
   sd = {k: v.numpy() for k, v in random_twin().state_dict().items()}
   params, info = import_timm.convert(sd, scan=scan)
   directory = import_timm.write_init_checkpoint(params, str(tmp_path / "imported"), info)
@@ -154,6 +154,6 @@ def test_written_checkpoint_is_accepted_by_load_pretrained(tmp_path, scan):
   fresh = nn.unbox(vit.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
   state = optim.TrainState(step=jnp.zeros((), jnp.int32),
                            params={"encoder": fresh, "head": jnp.zeros(3)}, opt_state=())
-  loaded = stage2.load_pretrained(state, directory, "encoder").params["encoder"]
+  loaded = checkpointing.graft_params(state.params, directory, "encoder")["encoder"]
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)

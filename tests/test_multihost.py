@@ -3,7 +3,6 @@
 The subprocess tests run `launch/train.py` exactly as a user would.
 """
 
-import json
 import os
 import signal
 import socket
@@ -15,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from norface_jax.data.images import load_image
 from norface_jax.training import checkpointing, stage2, writers
 from tests.conftest import FAST_COMPILE, assert_params_close
 from tests.test_train_stage2 import ROOT, tiny_config
@@ -80,10 +80,13 @@ def test_two_processes_match_one_process(tmp_path):
     assert one[k] == pytest.approx(two[k], rel=1e-4), k
 
 
-def test_sigterm_checkpoints_and_resume_is_exact(tmp_path):
-  config = tiny_config(extra=",steps=40")
+def test_sigterm_exits_0_with_a_checkpoint(tmp_path):
+  """`launch/train.py` as a user runs it: SIGTERM mid-run -> exit code 0, a checkpoint at
+  the step it stopped, and the metrics logged up to it. (Bit-exact resume after SIGTERM
+  is checked in-process for every trainer: tests/test_stage_guarantees.py and the
+  stage-1 / stage-2 files.)"""
   workdir = str(tmp_path / "pre")
-  proc = subprocess.Popen(_train_cmd(workdir, arg=":steps=40"), env=_env(8),
+  proc = subprocess.Popen(_train_cmd(workdir, arg=":steps=200"), env=_env(8),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 300
   log = os.path.join(workdir, "metrics.jsonl")
@@ -95,13 +98,11 @@ def test_sigterm_checkpoints_and_resume_is_exact(tmp_path):
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=300)[0]
   assert proc.returncode == 0, out[-3000:]
+  assert "preempted" in out and "resumes from its checkpoint" in out, out[-2000:]
   stopped = checkpointing.Checkpointer(workdir, best_metric=None).latest_step()
-  assert 4 <= stopped < 40, out[-2000:]
-  resumed = stage2.train_and_evaluate(config, workdir)
-  full = stage2.train_and_evaluate(config, str(tmp_path / "full"))
-  for a, b in zip(jax.tree.leaves(jax.device_get(full["state"].params)),
-                  jax.tree.leaves(jax.device_get(resumed["state"].params))):
-    np.testing.assert_array_equal(a, b)
+  assert 4 <= stopped < 200, out[-2000:]
+  logged = max(r["step"] for r in writers.read_jsonl(workdir) if "training_loss" in r)
+  assert logged <= stopped
 
 
 def test_kill_9_leaves_last_complete_checkpoint(tmp_path):
@@ -123,35 +124,51 @@ def test_kill_9_leaves_last_complete_checkpoint(tmp_path):
   assert step >= 1 and all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize("policy", ["stop", "skip"])
-def test_planted_nan(tmp_path, monkeypatch, policy):
-  import jax.numpy as jnp
-  original = stage2.router_losses
-
-  def nan_losses(aux):
-    out = original(aux)
-    out["importance"] = out["importance"] + jnp.nan
-    return out
-
-  monkeypatch.setattr(stage2, "router_losses", nan_losses)
-  config = tiny_config(extra=",steps=4")
-  config.nan_policy = policy
-  if policy == "stop":
-    with pytest.raises(FloatingPointError, match=r"step 2.*loss/importance"):
-      stage2.train_and_evaluate(config, str(tmp_path))
-  else:
-    result = stage2.train_and_evaluate(config, str(tmp_path))
-    setup = stage2.build(config, 1)
-    import flax.linen as nn
-    init = jax.jit(lambda r: nn.unbox(setup.init_fn(r)))(setup.init_rng)
-    for a, b in zip(jax.tree.leaves(jax.device_get(init.params)),
-                    jax.tree.leaves(jax.device_get(result["state"].params))):
-      np.testing.assert_array_equal(a, b)  # Every update was skipped.
-    rows = [r for r in writers.read_jsonl(str(tmp_path)) if "nonfinite" in r]
-    assert rows and all(r["nonfinite"] == 1.0 for r in rows)
-
-
 def test_unknown_config_key_fails_before_compiling(tmp_path):
   out = subprocess.run(_train_cmd(str(tmp_path), "--config.optim.lrr=1"), env=_env(8),
                        capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and "lrr" in out.stderr + out.stdout
+
+
+def test_every_stage_two_processes_match_one_process(tmp_path):
+  """Perception, stage 1 (with its consistency evaluation), MAE (with its held-out loss)
+  and the F_nor dataset writer, run in turn by one pair of processes x 4 devices, give
+  the parameters, evaluation metrics and normalized faces of 1 process x 8 devices."""
+  from tests.multihost_stages import run_stages
+  from tests.test_stage_guarantees import multihost_configs
+  from norface_jax.training import entry
+  port = _free_port()
+  two = str(tmp_path / "two")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tests.multihost_stages", f"--coordinator=127.0.0.1:{port}",
+       f"--process_id={i}", f"--workdir={two}"],
+      cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  one = str(tmp_path / "one")
+  run_stages(one)  # The reference, in this process (8 devices), while the pair runs.
+  outs = [p.communicate(timeout=900)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  for name, config in multihost_configs().items():
+    ref = entry.train(config, os.path.join(one, name))["state"]  # Restored: nothing to do.
+    got, step = checkpointing.restore_state_only(os.path.join(two, name, "checkpoints"),
+                                                 checkpointing.abstract_like(ref))
+    assert step == config.total_steps
+    params = lambda s: {k: v for k, v in vars(s).items() if "param" in k}  # noqa: E731
+    assert_params_close(jax.device_get(params(ref)), jax.device_get(params(got)),
+                        rtol=1e-4, atol=1e-5, key_bias_atol=1e-3)
+    rows = lambda d: {(r["step"], k): v for r in writers.read_jsonl(d) for k, v in r.items()  # noqa: E731
+                      if k.startswith("eval/") or k == "training_loss"}
+    a, b = rows(os.path.join(one, name)), rows(os.path.join(two, name))
+    assert a.keys() == b.keys() and any(k.startswith("eval/") for _, k in a), name
+    for key in a:
+      assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (name, key)
+  listing = lambda d: sorted(os.path.relpath(os.path.join(r, f), d)  # noqa: E731
+                             for r, _, fs in os.walk(d) for f in fs)
+  files = listing(os.path.join(one, "normalized"))
+  assert files == listing(os.path.join(two, "normalized"))
+  assert len(files) == 29  # The tiny test split's 28 faces (each written once), the target.
+  for rel in files:
+    x = load_image(os.path.join(one, "normalized", rel)).astype(int)
+    y = load_image(os.path.join(two, "normalized", rel)).astype(int)
+    assert np.max(np.abs(x - y)) <= 1, rel  # Rounding to uint8 of float-noise differences.

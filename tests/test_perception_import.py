@@ -1,6 +1,6 @@
 """Importers (and exporters) of the perception networks against randomly initialised
 PyTorch twins (`torch_twins.perception`), and the perception_dir built from such
-weight files (`training.perception_import`)."""
+weight files (`interop.perception_import`)."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,9 @@ from norface_jax.interop import torch_perception  # noqa: E402
 from norface_jax.models import fan, perception, resnet  # noqa: E402
 from norface_jax.torch_twins import perception as twins  # noqa: E402
 from norface_jax.torch_twins.perception import ConvClassifier, IResNet, VGGFeatures  # noqa: E402
-from norface_jax.training import perception_import, perception_train, stage1  # noqa: E402
+from norface_jax.evaluation import consistency  # noqa: E402
+from norface_jax.interop import perception_import  # noqa: E402
+from norface_jax.training import perception_nets  # noqa: E402
 
 
 def randomise_bn(model, seed=0):
@@ -233,17 +235,17 @@ def _save_twins(tmp_path):
 
 
 def test_import_perception_dir_end_to_end(tmp_path):
-  """Weight files -> perception_dir -> `perception_train.load(P).functions()`: the five
+  """Weight files -> perception_dir -> `perception_nets.load(P).functions()`: the five
   loss outputs equal the twins' (landmarks: the NumPy soft-argmax of their heatmaps)."""
   nets, paths = _save_twins(tmp_path)
   out = perception_import.import_to_dir(
       paths, str(tmp_path / "P"), eyebrow_channels=[3, 4], landmark_temperature=0.5,
       input_sizes={"landmarks": 64, "expression": 64, "eyebrow": 64})
-  loaded = perception_train.load(out)
+  loaded = perception_nets.load(out)
   assert sorted(loaded.modules) == sorted(perception_import.NETS)  # no eval_au / eval_id
   assert loaded.meta["kind"] == "imported"
   # Stage 1's evaluation against independent networks has none to use: it skips itself.
-  assert stage1.evaluate_consistency(None, None, loaded, None, None, 1) == {}
+  assert consistency.evaluate_consistency(None, None, loaded, None, None, 1) == {}
   fns = loaded.functions()
   x = np.random.default_rng(8).uniform(size=(2, 48, 48, 3)).astype(np.float32)
   xt = _nhwc_to_nchw(x)

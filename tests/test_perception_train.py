@@ -9,7 +9,7 @@ import pytest
 
 from norface_jax import configlib
 from norface_jax.data import labels
-from norface_jax.training import perception_train, writers
+from norface_jax.training import perception_nets, perception_train, writers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ def test_perception_train_and_load(tmp_path):
   for k in ("loss/identity", "loss/landmarks", "loss/expression", "loss/eyebrow", "loss/vgg_id",
             "loss/eval_au", "loss/eval_id"):
     assert k in logs[-1] and np.isfinite(logs[-1][k]), k
-  nets = perception_train.load(str(tmp_path))
+  nets = perception_nets.load(str(tmp_path))
   x = jnp.zeros((2, 64, 64, 3))
   f = nets.functions()
   assert [a.shape for a in f["vgg"](nets.variables["vgg"], x)] == [(2, 32, 32, 16)] * 2
@@ -79,11 +79,11 @@ def test_expression_head_on_all_17_aus(tmp_path):
   c.nets.eval_cfg = (8, "M", 16)
   q = perception_train.train_and_evaluate(c, str(tmp_path))["quality"]
   assert np.isfinite(q["expression/icc_all_aus"]) and np.isfinite(q["expression/icc"])
-  nets = perception_train.load(str(tmp_path))
+  nets = perception_nets.load(str(tmp_path))
   head = nets.variables["expression"]["params"]
   assert any(np.shape(leaf)[-1:] == (17,) for leaf in jax.tree_util.tree_leaves(head))
-  assert perception_train.exp_au_names(c.nets, ["AU6"]) == [f"AU{a}" for a in labels.SYNTH_AUS]
+  assert perception_nets.exp_au_names(c.nets, ["AU6"]) == [f"AU{a}" for a in labels.SYNTH_AUS]
   bad = c.nets.copy_and_resolve_references()
   bad.exp_targets = "some"
   with pytest.raises(ValueError, match="exp_targets='some'"):
-    perception_train.exp_au_names(bad, ["AU6"])
+    perception_nets.exp_au_names(bad, ["AU6"])

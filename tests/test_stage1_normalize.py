@@ -9,11 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from norface_jax import configlib
+from norface_jax.data import images as images_lib
 from norface_jax.data import registry
 from norface_jax.data.images import load_image
 from norface_jax.data.synthfacs import source as synth_source
 from norface_jax.models import normalizer
-from norface_jax.training import normalize, sharding, stage2
+from norface_jax.inference import normalize
+from norface_jax.training import sharding, stage2
 from tests.conftest import assert_params_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +41,7 @@ def test_normalize_fn_is_pure_uint8():
 
 def test_normalized_folder_trains_stage2_precomputed(tmp_path):
   gen, params = tiny_generator()
-  target, subject = normalize.load_target(
+  target, subject = images_lib.load_target(
       "synthfacs:F003", configlib.load_config(os.path.join(ROOT, "configs", "stage1_synthfacs.py")).data)
   assert target.shape == (SIZE, SIZE, 3) and subject == 2  # F003
   fn = normalize.make_normalize_fn(gen, params, target)
@@ -106,7 +108,7 @@ def test_online_normalization_equals_precomputed(tmp_path):
          "--config.data.frames_per_subject=2", "--batch_size=16"]
   subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)  # target: the config's F003
   np.testing.assert_array_equal(  # The default target is the stage-1 config's.
-      load_image(os.path.join(out, "_target.png")), normalize.load_target(s1.target, s1.data)[0])
+      load_image(os.path.join(out, "_target.png")), images_lib.load_target(s1.target, s1.data)[0])
   pre = stage2_config(f",norm=precomputed,normalized_dir={out}")
   a = stage2.train_and_evaluate(online, str(tmp_path / "online"))
   b = stage2.train_and_evaluate(pre, str(tmp_path / "pre"))
@@ -119,7 +121,7 @@ def test_emm_attention_statistics_at_the_extremes():
   Q = K = 100 x identity and I_o = I_t: nearly every target patch attends to its own
   patch (the final LayerNorm gives every token the same norm, though not every head's
   slice of it, so a few rows may pick another patch)."""
-  from norface_jax.training import stage1_report
+  from norface_jax.inference import stage1_report
   x = np.random.default_rng(0).integers(0, 255, (2, SIZE, SIZE, 3), dtype=np.uint8)
   gen, params = tiny_generator()
   params = jax.device_get(params)

@@ -1,12 +1,15 @@
 """The real stage-1 trainer, tiny, on 8 fake CPU devices (data x model mesh)."""
 
 import os
+import signal
 
 import jax
+import ml_collections
 import numpy as np
 
 from norface_jax import configlib
-from norface_jax.training import stage1, writers
+from norface_jax.training import optim, stage1, writers
+from tests.test_train_stage2 import check_model_axis_sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,11 +34,14 @@ def tiny_config():
   return c
 
 
-def test_stage1_resume_is_exact_and_logs_every_loss(tmp_path):
+def test_stage1_sigterm_resume_is_exact_and_logs_every_loss(tmp_path):
   config = tiny_config()
   full = stage1.train_and_evaluate(config, str(tmp_path / "full"))
-  stage1.train_and_evaluate(config, str(tmp_path / "split"), stop_at=2)
+  kill = lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 2 else None  # noqa: E731
+  cut = stage1.train_and_evaluate(config, str(tmp_path / "split"), on_step=kill)
+  assert cut["stopped"] == "preempted" and int(cut["state"].step) == 2
   resumed = stage1.train_and_evaluate(config, str(tmp_path / "split"))
+  assert resumed["start"] == 2
   a = jax.device_get((full["state"].g_params, full["state"].d_params))
   b = jax.device_get((resumed["state"].g_params, resumed["state"].d_params))
   for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
@@ -50,19 +56,22 @@ def test_stage1_resume_is_exact_and_logs_every_loss(tmp_path):
   assert all(np.isfinite(v) for row in logs for v in row.values())
   assert os.path.exists(tmp_path / "full" / "stage1_grid.png")
   # The ViT encoder is sharded over the model axis like stage 2's.
-  specs = [x.sharding.spec for x in jax.tree.leaves(full["state"].g_params)]
-  assert any("model" in str(s) for s in specs)
+  check_model_axis_sharding(full["state"].g_params["encoder"])
   check_torch_export(config, str(tmp_path / "full"), full["state"].g_params,
                      str(tmp_path / "export"))
 
 
+def adam(b1=None, **optim_config):
+  """Stage 1's optimizer (`optim.make_optimizer`: Adam, constant rate after the warm-up)."""
+  c = ml_collections.ConfigDict(dict(name="adam", schedule="constant", **optim_config))
+  return optim.make_optimizer(c, 100, b1=b1)[0]
+
+
 def check_torch_export(config, workdir, g_params, out):
-  """The workdir's F_nor exports (`stage="nor"`) and its twin loads strictly and matches."""
-  try:
-    import torch
-  except ImportError:
-    return
+  """The workdir's F_nor exports (`stage="nor"`) and its twin loads strictly and matches
+  (torch is a dev dependency: a missing torch fails here rather than passing silently)."""
   import safetensors.torch
+  import torch
   from norface_jax import torch_twins
   from norface_jax.interop import export
 
@@ -114,7 +123,7 @@ def test_step_pairs_target_sibling_and_oracle():
       p_same=0.0, perc_normalize=False, adv_warmup_steps=0, oracle_weight=0.0,
       loss=dict(lambda_rec=1.0, lambda_perc=1.0, lambda_id=1.0, lambda_lm=1.0, lambda_exp=1.0,
                 lambda_eye=1.0)))
-  tx = stage1.make_tx(ml_collections.ConfigDict(dict(lr=1e-4, b1=0.0, b2=0.99, eps=1e-8)))
+  tx = adam(lr=1e-4, b1=0.0, b2=0.99, eps=1e-8)
   state = stage1.GanState(jnp.zeros((), jnp.int32), g_params, {}, tx.init(g_params), tx.init({}))
   pv = {k: {} for k in stage1.LOSS_NETS}
 
@@ -170,15 +179,12 @@ def test_oracle_needs_synthfacs_fixed_target():
     configlib.load_config(os.path.join(ROOT, "configs", "normalizer.py") + ":oracle")
 
 
-def test_make_tx_warmup_clip_and_beta1_by_hand():
+def test_stage1_optimizer_warmup_clip_and_beta1_by_hand():
   """Adam on a constant gradient g moves each step by lr_k * g / |g| (bias-corrected
   m/sqrt(v) = sign(g) for any beta1), so the steps are the warm-up ramp lr * k / W.
   Clipping to norm c only rescales g; the sign, hence the step, stays."""
   import jax.numpy as jnp
-  import ml_collections
-  cfg = ml_collections.ConfigDict(dict(lr=0.1, b1=0.9, b2=0.99, eps=0.0, grad_clip=0.5,
-                                       warmup_steps=4))
-  tx = stage1.make_tx(cfg)
+  tx = adam(lr=0.1, b1=0.9, b2=0.99, eps=0.0, grad_clip=0.5, warmup_steps=4)
   p, g = jnp.zeros(2), jnp.array([3.0, -4.0])  # |g| = 5, clipped to 0.5.
   opt = tx.init(p)
   steps = []
@@ -191,8 +197,7 @@ def test_make_tx_warmup_clip_and_beta1_by_hand():
   # full lr along the new gradient; b1 = 0.9 has m_2 = 0.9 * 0.1 - 0.1 = -0.01, bias-
   # corrected -0.01 / (1 - 0.81) = -1/19, so only a 19th of it.
   for b1, want_u in ((0.0, 1.0), (0.9, 1.0 / 19.0)):
-    tx = stage1.make_tx(ml_collections.ConfigDict(dict(lr=1.0, b1=0.0, b2=0.99, eps=0.0)),
-                        b1=b1)
+    tx = adam(lr=1.0, b2=0.99, eps=0.0, b1=b1)  # The override, as D's `d_b1`.
     opt = tx.init(jnp.zeros(1))
     _, opt = tx.update(jnp.ones(1), opt)
     u, _ = tx.update(-jnp.ones(1), opt)
@@ -204,17 +209,18 @@ def test_consistency_teachers_at_the_extremes():
   teachers; one that returns the bare target costs what the target costs (`_It`), and
   its pixel error to the true I_n is the target's."""
   import jax.numpy as jnp
+  from norface_jax.data import images as images_lib
   from norface_jax.data import registry
-  from norface_jax.training import normalize as normalize_lib
+  from norface_jax.evaluation import consistency
   from norface_jax.training import sharding
 
   c = tiny_config()
   perception = stage1.load_perception(c)
-  target_u8, subject = normalize_lib.load_target(c.target, c.data)
+  target_u8, subject = images_lib.load_target(c.target, c.data)
   source = registry.make_source(stage1.eval_data(c, subject), "test", task="au_intensity")
-  mesh = sharding.make_mesh((("data", -1),))
-  run = lambda fn: stage1.evaluate_consistency(  # noqa: E731
-      fn, source, perception, subject, mesh, 16, 32, target_u8)
+  bs = sharding.batch_sharding(sharding.make_mesh((("data", -1),)))
+  run = lambda fn: consistency.evaluate_consistency(  # noqa: E731
+      fn, source, perception, subject, bs, 16, 32, target_u8)
   copy = run(lambda x: x)
   assert abs(copy["teacher/exp_In"]) < 1e-9 and abs(copy["teacher/eye_In"]) < 1e-9
   assert copy["teacher/exp_It"] > 0.0 and copy["teacher/eye_Istar"] > 0.0
@@ -230,12 +236,13 @@ def test_consistency_eval_compiles_once_per_run():
   """A run builds one ConsistencyEval: the generator's parameters are an argument, so a
   second evaluation with new parameters traces nothing again, and still sees them."""
   import jax.numpy as jnp
+  from norface_jax.data import images as images_lib
   from norface_jax.data import registry
-  from norface_jax.training import normalize as normalize_lib
+  from norface_jax.evaluation import consistency
   from norface_jax.training import sharding
 
   c = tiny_config()
-  target_u8, subject = normalize_lib.load_target(c.target, c.data)
+  target_u8, subject = images_lib.load_target(c.target, c.data)
   source = registry.make_source(stage1.eval_data(c, subject), "test", task="au_intensity")
   traces = []
 
@@ -243,8 +250,8 @@ def test_consistency_eval_compiles_once_per_run():
     traces.append(1)
     return (x.astype(jnp.float32) * gain).astype(jnp.uint8)
 
-  ev = stage1.ConsistencyEval(normalize, stage1.load_perception(c),
-                              sharding.make_mesh((("data", -1),)))
+  ev = consistency.ConsistencyEval(normalize, stage1.load_perception(c),
+                                   sharding.batch_sharding(sharding.make_mesh((("data", -1),))))
   copy = ev(jnp.float32(1.0), source, subject, 16, 16, target_u8)
   black = ev(jnp.float32(0.0), source, subject, 16, 16, target_u8)
   assert len(traces) == 1

@@ -1,7 +1,9 @@
 """The real stage-2 trainer, tiny, on 8 fake CPU devices with a 2-D (data x model) mesh."""
 
 import os
+import signal
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -20,16 +22,30 @@ def params_of(result):
   return jax.device_get(result["state"].params)
 
 
-def test_train_resume_is_exact(tmp_path):
+def sigterm_at(step):
+  """An `on_step` hook that sends this process a real SIGTERM after `step`."""
+  return lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == step else None
+
+
+def test_train_sigterm_resume_is_exact_and_sharded(tmp_path):
   config = tiny_config()
   full = stage2.train_and_evaluate(config, str(tmp_path / "full"))
-  # Interrupted at step 3 (checkpointed), then resumed to the end.
-  stage2.train_and_evaluate(config, str(tmp_path / "split"), stop_at=3)
+  # SIGTERM after step 3: checkpointed there, then the same call resumes to the end.
+  cut = stage2.train_and_evaluate(config, str(tmp_path / "split"), on_step=sigterm_at(3))
+  assert cut["stopped"] == "preempted" and int(cut["state"].step) == 3
   resumed = stage2.train_and_evaluate(config, str(tmp_path / "split"))
+  assert resumed["start"] == 3
   a, b = params_of(full), params_of(resumed)
   for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-  # It really trained: parameters moved, every loss component was logged.
+  # It really trained: the encoder and head moved from their initial values by more than
+  # float noise, and every loss component was logged.
+  setup = stage2.build(config, 1)
+  init = jax.device_get(jax.jit(lambda r: nn.unbox(setup.init_fn(r)))(setup.init_rng).params)
+  for part in ("encoder", "head"):
+    moved = [np.max(np.abs(np.asarray(x) - np.asarray(y))) for x, y in
+             zip(jax.tree.leaves(init[part]), jax.tree.leaves(a[part]))]
+    assert max(moved) > 1e-3, (part, max(moved))
   logs = writers.read_jsonl(str(tmp_path / "full"))
   keys = set().union(*logs)
   for k in ("training_loss", "loss/cla", "loss/importance", "loss/global_entropy",
@@ -39,14 +55,25 @@ def test_train_resume_is_exact(tmp_path):
   assert os.path.isdir(tmp_path / "full" / "best")
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "full"))
   assert os.path.exists(tmp_path / "full" / "router_heatmap.png")
+  check_model_axis_sharding(full["state"].params)
 
 
-def test_state_is_sharded_over_model_axis(tmp_path):
-  config = tiny_config()
-  config.total_steps = 1
-  result = stage2.train_and_evaluate(config, str(tmp_path))
-  specs = [x.sharding.spec for x in jax.tree.leaves(result["state"].params)]
-  assert any("model" in str(s) for s in specs), specs
+def check_model_axis_sharding(params):
+  """The 'mlp' logical axis is split over the mesh's 'model' axis (size 2): the MLP
+  kernels carry it in their PartitionSpec and each device holds half of that dimension;
+  the embedding-only leaves (norm scales) are replicated."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  fc1 = [(jax.tree_util.keystr(p), x) for p, x in flat
+         if "mlp" in jax.tree_util.keystr(p) and "kernel" in jax.tree_util.keystr(p)]
+  assert fc1, "no MLP kernels found"
+  for name, x in fc1:
+    spec = tuple(x.sharding.spec) + (None,) * (x.ndim - len(tuple(x.sharding.spec)))
+    axes = [i for i, a in enumerate(spec) if a == "model" or (isinstance(a, tuple) and "model" in a)]
+    assert len(axes) == 1, (name, spec)
+    shard = x.addressable_shards[0].data.shape
+    assert shard[axes[0]] * 2 == x.shape[axes[0]], (name, shard, x.shape)
+  scales = [x for p, x in flat if jax.tree_util.keystr(p).endswith("['scale']")]
+  assert scales and all(x.sharding.is_fully_replicated for x in scales)
 
 
 @pytest.mark.parametrize("name", ["bp4d_au", "disfa_au_intensity"])

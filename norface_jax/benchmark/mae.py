@@ -28,9 +28,10 @@ import numpy as np
 
 from norface_jax import configlib
 from norface_jax.benchmark import common
+from norface_jax.data import images as images_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax.training import mae as mae_train
-from norface_jax.training import sharding, stage2
+from norface_jax.training import sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS = {"variant": "mu/8", "image_size": 64, "batch": 32}  # configs/mae_pretrain.py:runlocal
@@ -110,8 +111,8 @@ def torch_calls(config: Any, opts: common.Options) -> list[common.TorchCall]:
                           betas=(o.b1, o.b2), eps=o.eps, weight_decay=o.weight_decay)
   patch = vit_lib.decode_variant(m.encoder)["patch_size"]
   images = torch.from_numpy(_batch(config, opts.batch).transpose(0, 3, 1, 2).copy())
-  mean = torch.tensor(stage2.IMAGE_MEAN).reshape(1, 3, 1, 1)
-  std = torch.tensor(stage2.IMAGE_STD).reshape(1, 3, 1, 1)
+  mean = torch.tensor(images_lib.IMAGE_MEAN).reshape(1, 3, 1, 1)
+  std = torch.tensor(images_lib.IMAGE_STD).reshape(1, 3, 1, 1)
 
   def loss():
     x = (images.float() / 255.0 - mean) / std

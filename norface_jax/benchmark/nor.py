@@ -4,7 +4,7 @@ JAX: the trainer's own jitted, donated step (`stage1.make_train_step`): pairs dr
 device, the frozen perception networks on I_t, I_o and I_n, one generator update
 (L_adv + the six weighted losses, Adam) and one discriminator update (hinge, Adam).
 Inference: the generator on a batch onto one target face, uint8 in and out
-(`normalize.normalize_apply`).
+(`models.normalizer.normalize_uint8`).
 
 PyTorch: the same step with the twins, started from the same weights
 (`interop.keymap`, `interop.torch_perception`): F_nor (`NorfaceNormalizer`), D_res
@@ -43,8 +43,9 @@ from norface_jax import configlib
 from norface_jax.benchmark import common
 from norface_jax.models import perception as perception_lib
 from norface_jax.models import vit as vit_lib
-from norface_jax.training import perception_train, sharding, stage1, stage1_config
-from norface_jax.training import normalize as normalize_lib
+from norface_jax.models import normalizer as normalizer_lib
+from norface_jax.training import perception_nets as perception_nets_lib
+from norface_jax.training import sharding, stage1, stage1_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS = {"variant": "mu/8", "image_size": 64, "batch": 16}  # The CPU stage-1 size.
@@ -96,12 +97,12 @@ def perception_nets(config: Any, opts: common.Options) -> perception_lib.Percept
 
 @functools.lru_cache(maxsize=4)
 def _random_perception(nets_repr: str, size: int) -> perception_lib.PerceptionNets:
-  """`perception_train.random_perception`, initialised in one jitted call with an `rbg`
+  """`training.perception_nets.random_perception`, initialised in one jitted call with an `rbg`
   key (the eager, threefry init of seven networks takes longer than compiling the step)."""
   nets = ml_collections.ConfigDict(dict(ast.literal_eval(nets_repr)))
-  modules = perception_train.build_modules(nets, size, num_subjects=4, num_aus=5)
+  modules = perception_nets_lib.build_modules(nets, size, num_subjects=4, num_aus=5)
   variables = jax.device_get(jax.jit(
-      lambda r: perception_train.init_variables(modules, size, r))(
+      lambda r: perception_nets_lib.init_variables(modules, size, r))(
           jax.random.key(0, impl="unsafe_rbg")))
   meta = {"image_size": size, "subjects": list(range(4)),
           "au_names": [f"AU{i}" for i in range(5)], "random": True}
@@ -142,7 +143,7 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   train_rate, state = common.time_jax_train(compiled, state, (data, setup.step_rng, pv),
                                             batch=batch, **opts.timing())
   target = jax.device_put(_batch(config, 1)[0], repl)
-  infer_fn = jax.jit(lambda p, t, x: normalize_lib.normalize_apply(setup.gen, p, t, x),
+  infer_fn = jax.jit(lambda p, t, x: normalizer_lib.normalize_uint8(setup.gen, p, t, x),
                      in_shardings=(setup.state_shardings.g_params, repl, bs), out_shardings=bs)
   infer_compiled = infer_fn.lower(state.g_params, target, data["image"]).compile()
   infer_rate = common.time_jax_call(infer_compiled, (state.g_params, target, data["image"]),
@@ -264,7 +265,7 @@ class TorchStage1:
     self.g_params = list(self.gen.parameters())
     self.g_opt = adam(self.g_params, o.lr, o.b1)
     self.d_opt = adam(self.disc.parameters(), *stage1.d_lr_b1(o))
-    # As stage1.make_tx: a linear warm-up from 0 (the rate of update k is k / warmup).
+    # As optim.make_optimizer's constant schedule: a linear warm-up from 0 (the rate of update k is k / warmup).
     warmup = int(o.get("warmup_steps", 0))
     ramp = lambda k: min(k / warmup, 1.0) if warmup else 1.0  # noqa: E731
     self.schedules = [torch.optim.lr_scheduler.LambdaLR(opt, ramp)

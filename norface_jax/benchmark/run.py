@@ -21,9 +21,9 @@ def model_module(model: str):
 
 def input_pipeline_rate(source: Any, batch: int, keys: Sequence[str], batches: int = 20,
                         workers: int = 0) -> float:
-  """images/s of the Grain loader (`pipeline.train_loader`) over `source` (host side)."""
-  from norface_jax.data import pipeline
-  loader = pipeline.train_loader(source, batch_size=batch, seed=0, worker_count=workers,
+  """images/s of the Grain loader (`data_loader.train_loader`) over `source` (host side)."""
+  from norface_jax.data import loader as data_loader
+  loader = data_loader.train_loader(source, batch_size=batch, seed=0, worker_count=workers,
                                  keys=tuple(keys))
   it = iter(loader)
   next(it)

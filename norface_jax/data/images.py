@@ -30,3 +30,35 @@ def paired_relative_path(item: dict, split: str) -> str:
   if "path" in item:
     return str(item["path"])
   return f"synthfacs/{split}/{int(item['index']):06d}.png"
+
+
+# MAE/ImageNet statistics: the ViT encoders are pre-trained with them.
+IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def standardize(images_u8, dtype):
+  """uint8 (B, H, W, 3) -> (x / 255 - mean) / std in the compute dtype (jit-able)."""
+  import jax.numpy as jnp
+  x = images_u8.astype(jnp.float32) / 255.0
+  return ((x - IMAGE_MEAN) / IMAGE_STD).astype(dtype)
+
+
+def load_target(spec: str, data_config) -> tuple[np.ndarray, int | None]:
+  """(uint8 target face at the config's image size, SynthFACS subject or None).
+
+  `spec`: an image path, or `synthfacs:<subject>` (preset index or name) for that
+  subject's frontal neutral render on the plain background.
+  """
+  size = int(data_config.image_size)
+  if spec.startswith("synthfacs:"):
+    from norface_jax.data.synthfacs import generate
+    from norface_jax.data.synthfacs import presets
+    preset = presets.get(data_config.preset)
+    name = spec.split(":", 1)[1]
+    subject = int(name) if name.isdigit() else preset.subjects.index(name)
+    out = generate.render_normalized(preset, data_config.get("seed", 0), subject,
+                                     np.zeros((1, 17), np.float32), np.zeros((1,), np.float32),
+                                     size, data_config.identity_bias)
+    return np.asarray(out["image"][0], np.uint8), subject
+  return load_image(spec, size), None

@@ -1,6 +1,6 @@
 """Exports a trained workdir to PyTorch: `model.safetensors`, `model.pt`, `architecture.json`.
 
-The network is chosen by the workdir's `config.stage` (`registry.for_stage`); DeepFN's
+The network is chosen by the workdir's `config.stage` (`exportable.for_stage`); DeepFN's
 networks, saved by its protocol runner, go through `export_deepfn` / `export_params`. The
 state_dict loads into the named twin of `norface_jax.torch_twins` with `strict=True`;
 with `verify=True` (the default) the export also runs the Flax network and the twin on
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from norface_jax.interop import registry
+from norface_jax.interop import exportable
 
 
 def save_state_dict(state_dict: dict[str, np.ndarray], out: str) -> None:
@@ -34,7 +34,7 @@ def _flat(out) -> np.ndarray:
   return np.concatenate([np.ravel(np.asarray(o)) for o in outs])
 
 
-def parity(spec: registry.Exportable, restored: registry.Restored,
+def parity(spec: exportable.Exportable, restored: exportable.Restored,
            state_dict: dict[str, np.ndarray], batch: int = 2, seed: int = 0) -> dict[str, float]:
   """Max |torch - jax| / max |jax| of the twin (strict load, eval mode) on random inputs."""
   import torch
@@ -54,10 +54,10 @@ def parity(spec: registry.Exportable, restored: registry.Restored,
 def export_workdir(workdir: str, out: str, *, step: int | None = None, which: str = "latest",
                    verify: bool = True) -> dict[str, Any]:
   """Exports the network of `workdir` into `out`; returns the architecture dict."""
-  from norface_jax.training import stage2
+  from norface_jax.training import workdir as workdir_lib
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  config = stage2.load_config(workdir)
-  spec = registry.for_stage(config.get("stage", "cla"))
+  config = workdir_lib.load_config(workdir)
+  spec = exportable.for_stage(config.get("stage", "cla"))
   restored = spec.restore(config, workdir, which if step is None else "latest", step)
   state_dict = spec.state_dict(restored)
   save_state_dict(state_dict, out)
@@ -85,7 +85,7 @@ def export_params(name: str, params: Any, kwargs: dict[str, Any], out: str, *,
   For networks trained outside a workdir (DeepFN). `kwargs` are the twin's constructor
   arguments; `preprocess` adds to the network's own input description.
   """
-  spec = registry.EXPORTABLES[name]
+  spec = exportable.EXPORTABLES[name]
   if spec.from_params is None:
     raise ValueError(f"network {name!r} is exported from a workdir (export_workdir)")
   restored = spec.from_params(params, kwargs)

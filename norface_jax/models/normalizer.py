@@ -110,3 +110,12 @@ class Normalizer(nn.Module):
     tokens = self.shared_encoder(((x - MAE_MEAN) / MAE_STD).astype(self.dtype), train=train)
     e_o, e_t = tokens[:b], tokens[b:]  # eq. 1, one encoder pass for both
     return self.decoder(self.emm(e_o, e_t, train))
+
+
+def normalize_uint8(generator: nn.Module, params: Any, target_u8: jax.Array,
+                    images_u8: jax.Array) -> jax.Array:
+  """I_n of a batch of uint8 faces onto one uint8 target face, (B, S, S, 3) -> uint8."""
+  x_o = images_u8.astype(jnp.float32) / 255.0
+  x_t = jnp.broadcast_to(target_u8.astype(jnp.float32) / 255.0, x_o.shape)
+  y = generator.apply({"params": params}, x_o, x_t, train=False)
+  return jnp.clip(jnp.round(y * 255.0), 0, 255).astype(jnp.uint8)

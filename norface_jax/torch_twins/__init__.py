@@ -10,7 +10,7 @@ export written by `launch/export_torch.py`:
   model.load_state_dict(safetensors.torch.load_file("out/model.safetensors"), strict=True)
 
 `TWINS` maps the architecture JSON's `"class"` to a twin class; a new network adds an
-entry here (and an exporter entry in `norface_jax.interop.registry`). The twins of
+entry here (and an exporter entry in `norface_jax.interop.exportable`). The twins of
 networks that are not exported (the MAE, D_res, the stage-1 perception networks) serve
 the side-by-side benchmark (`launch/benchmark.py`) and the parity tests.
 """

@@ -102,3 +102,47 @@ def restore_state_only(directory: str, abstract_state: Any, step: int | None = N
       state=ocp.args.StandardRestore(abstract_state)))
   manager.close()
   return restored["state"], step
+
+
+def graft_params(params: Any, path: str, key: str) -> Any:
+  """`params` with its `key` subtree taken from a checkpoint (e.g. a pre-trained encoder).
+
+  `path`: a checkpoint directory (`<workdir>/checkpoints`); its state's `params` (or the
+  state itself) must hold `key` with every leaf `params[key]` has, at the same shapes.
+  Leaves the model has no place for are named in a warning and ignored.
+  """
+  import numpy as np
+  path = os.path.abspath(os.path.expanduser(path))
+  mgr = ocp.CheckpointManager(path)
+  step = mgr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint there")
+  loaded = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  mgr.close()
+  src = loaded["params"] if "params" in loaded else loaded
+  if key not in src:
+    raise KeyError(f"config.init_from_key={key!r} not in {path} params; has {sorted(src)}")
+  dst = params[key]
+  flat_src = dict(jax.tree_util.tree_flatten_with_path(src[key])[0])
+  flat_dst, _ = jax.tree_util.tree_flatten_with_path(dst)
+  missing = [jax.tree_util.keystr(p) for p, _ in flat_dst if p not in flat_src]
+  if missing:
+    raise KeyError(f"init_from {path}: parameters missing: {missing[:5]}...")
+  unused = sorted(set(map(jax.tree_util.keystr, flat_src))
+                  - {jax.tree_util.keystr(p) for p, _ in flat_dst})
+  if unused:  # E.g. a learned `pos_embedding` while config.model.pos_embed="sincos".
+    logging.warning("init_from %s: checkpoint parameters the model has no place for, "
+                    "ignored: %s", path, unused[:5])
+  new_leaves = []
+  for p, leaf in flat_dst:
+    value = flat_src[p]
+    if value.shape != leaf.shape:
+      raise ValueError(f"init_from {path}: {jax.tree_util.keystr(p)} has shape {value.shape}, "
+                       f"model expects {leaf.shape}" + (
+                           " (re-import with --image_size=config.data.image_size)"
+                           if "pos_embedding" in jax.tree_util.keystr(p) else ""))
+    new_leaves.append(jax.device_put(np.asarray(value, leaf.dtype), leaf.sharding))
+  out = dict(params)
+  out[key] = jax.tree_util.tree_unflatten(jax.tree.structure(dst), new_leaves)
+  logging.info("Initialised params[%r] from %s (step %d).", key, path, step)
+  return out

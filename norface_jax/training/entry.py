@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import jax
 import ml_collections
 from absl import logging
 
+# config.stage -> the module whose `train_and_evaluate` trains it (imported on demand).
+TRAINERS = {"cla": "stage2", "mae": "mae", "nor": "stage1", "perception": "perception_train"}
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None) -> dict[str, Any]:
-  """Runs the trainer that `config.stage` names."""
-  logging.info("JAX %s: %d processes, %d devices (%s).", jax.__version__, jax.process_count(),
-               jax.device_count(), jax.devices()[0].platform)
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None,
+          on_step=None) -> dict[str, Any]:
+  """Runs the trainer that `config.stage` names; every one goes through `loop.run`, so
+  `stop_at`, SIGTERM and the NaN policy behave the same for all of them."""
   stage = config.get("stage", "cla")
-  if stage == "cla":
-    from norface_jax.training import stage2
-    return stage2.train_and_evaluate(config, workdir, stop_at=stop_at)
-  if stage == "mae":
-    from norface_jax.training import mae
-    return mae.train_and_evaluate(config, workdir, stop_at=stop_at)
-  if stage == "nor":
-    from norface_jax.training import stage1
-    return stage1.train_and_evaluate(config, workdir)
-  if stage == "perception":
-    from norface_jax.training import perception_train
-    return perception_train.train_and_evaluate(config, workdir)
-  raise ValueError(f"config.stage={stage!r}: known stages are 'cla', 'mae', 'nor', 'perception'")
+  if stage not in TRAINERS:
+    raise ValueError(f"config.stage={stage!r}: known stages are {sorted(TRAINERS)}")
+  logging.info("JAX %s: %d process(es), %d %s device(s).", jax.__version__, jax.process_count(),
+               jax.device_count(), jax.devices()[0].platform)
+  module = importlib.import_module(f"norface_jax.training.{TRAINERS[stage]}")
+  return module.train_and_evaluate(config, workdir, stop_at=stop_at, on_step=on_step)

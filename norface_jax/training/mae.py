@@ -1,8 +1,9 @@
 """MAE pre-training of the ViT encoder (E_s / E_f) on face crops: SynthFACS or a folder.
 
-Same shape as `stage2.py`: build mesh, data, model and sharded state; restore if a
-checkpoint exists; loop over a jitted, donated `train_step`; log, evaluate (held-out
-reconstruction loss and a masked | reconstructed | original picture), checkpoint. The
+What is MAE's own: the model, the pure `train_step` (augmentation, random masking, the
+loss on masked patches), the eval hook (held-out reconstruction loss and a masked |
+reconstructed | original picture) and `build`; the one loop (`training/loop.py`) runs
+them. The
 params' `encoder` subtree is the project ViT: stage 2 initialises from it with
 `config.init_from=<workdir>/checkpoints`, `config.init_from_key='encoder'`.
 """
@@ -13,7 +14,6 @@ import copy
 import dataclasses
 import glob
 import os
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -25,19 +25,18 @@ import optax
 from absl import logging
 
 from norface_jax.data import augment as augment_lib
-from norface_jax.data import pipeline
+from norface_jax.data import images as images_lib
+from norface_jax.data import loader as data_loader
 from norface_jax.data import registry
-from norface_jax.data.images import load_image
+from norface_jax.data.images import IMAGE_MEAN, IMAGE_STD, load_image
 from norface_jax.evaluation import plots
 from norface_jax.models import mae as mae_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax.training import checkpointing
+from norface_jax.training import loop
 from norface_jax.training import optim
 from norface_jax.training import sharding
-from norface_jax.training import stage2
-from norface_jax.training import writers
-
-IMAGE_MEAN, IMAGE_STD = stage2.IMAGE_MEAN, stage2.IMAGE_STD
+from norface_jax.training import workdir as workdir_lib
 _EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -132,7 +131,7 @@ def make_eval_step(model, config):
   p = vit_lib.decode_variant(config.model.encoder)["patch_size"]
 
   def eval_step(params, batch):
-    x = stage2.preprocess(batch["image"], dtype)
+    x = images_lib.standardize(batch["image"], dtype)
     _, per_example, out = losses(model, config, params, x, {"mask": jax.random.key(0)},
                                  train=False)
     target = mae_lib.patchify(x.astype(jnp.float32), p)
@@ -141,7 +140,8 @@ def make_eval_step(model, config):
       mean = target.mean(-1, keepdims=True)
       std = jnp.sqrt(target.var(-1, keepdims=True, ddof=1) + 1e-6)
       pred = pred * std + mean
-    return {"loss": per_example, "pred": pred, "mask": out["mask"]}
+    return {"loss": per_example, "pred": pred, "mask": out["mask"], "image": batch["image"],
+            "valid": batch.get("_valid", jnp.ones(x.shape[:1], jnp.float32))}
 
   return eval_step
 
@@ -182,8 +182,8 @@ def build(config: ml_collections.ConfigDict, num_train_examples: int = 1) -> Set
   """Mesh, model, optimizer and the abstract sharded state (nothing allocated)."""
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(config.input.batch_size, mesh)
-  rules = stage2.mesh_rules(config, mesh)
-  steps = stage2.total_steps(config, num_train_examples)
+  rules = sharding.mesh_rules(config.logical_axis_rules, mesh)
+  steps = loop.total_steps(config, num_train_examples)
   model = make_model(config)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   optim_config = copy.deepcopy(config.optim)
@@ -208,14 +208,16 @@ def build(config: ml_collections.ConfigDict, num_train_examples: int = 1) -> Set
 
 
 def evaluate(eval_fn, params, source, config, mesh) -> tuple[float, dict[str, np.ndarray]]:
-  """Mean held-out loss over up to `config.eval.max_examples`; first batch for the picture."""
+  """Mean held-out loss over up to `config.eval.max_examples`; the first batch for the
+  picture. The eval step's outputs are replicated global arrays, so the validity mask
+  is taken from them (every process sees every process's rows)."""
   total, seen, first = 0.0, 0, None
-  for batch in pipeline.eval_batches(source, batch_size=config.input.eval_batch_size,
+  for batch in data_loader.eval_batches(source, batch_size=config.input.eval_batch_size,
                                      keys=("image",)):
-    valid = batch.pop("_valid").astype(bool)
     out = jax.device_get(eval_fn(params, sharding.host_to_global(batch, mesh)))
+    valid = np.asarray(out["valid"]).astype(bool)
     if first is None:
-      first = {"image": batch["image"], "pred": out["pred"], "mask": out["mask"]}
+      first = {"image": np.asarray(out["image"]), "pred": out["pred"], "mask": out["mask"]}
     total += float(out["loss"][valid].sum())
     seen += int(valid.sum())
     if config.eval.max_examples and seen >= config.eval.max_examples:
@@ -224,75 +226,49 @@ def evaluate(eval_fn, params, source, config, mesh) -> tuple[float, dict[str, np
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_at: int | None = None) -> dict[str, Any]:
-  """MAE pre-training per `config` into `workdir` (resumable; see `stage2`)."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+                       stop_at: int | None = None, on_step=None) -> dict[str, Any]:
+  """MAE pre-training per `config` into `workdir` (resumable through the loop)."""
   sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh))
+  loop.nan_policy(config)
+  workdir = workdir_lib.prepare(config, workdir)
   train_source = make_source(config, "train")
   eval_source = make_source(config, "test")
   setup = build(config, len(train_source))
-  mesh, steps, schedule = setup.mesh, setup.steps, setup.schedule
-  sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.
+  mesh, steps = setup.mesh, setup.steps
   logging.info("MAE: %d train / %d held-out images; %d steps of batch %d (lr %.3g) on %s.",
                len(train_source), len(eval_source), steps, config.input.batch_size,
                effective_lr(config), dict(mesh.shape))
-  stage2.save_config(config, workdir)
-  writer = writers.MetricWriter(workdir)
-  writer.write_hparams(config.to_dict())
-  loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
+  loader = data_loader.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
                                  keys=("image",), worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
-  data_iter = iter(loader)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, start = ckpt.restore(setup.restore_target(), data_iter)
-  else:
-    state = jax.jit(lambda r: nn.unbox(setup.init_fn(r)),
-                    out_shardings=setup.state_shardings)(setup.init_rng)
-    if config.init_from:
-      state = stage2.load_pretrained(state, config.init_from, config.init_from_key)
-    start = 0
-
-  batch_sharding, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  train_step = jax.jit(make_train_step(setup.model, config, setup.tx),
-                       in_shardings=(setup.state_shardings, batch_sharding, repl),
-                       out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
+  repl = sharding.replicated(mesh)
   eval_fn = jax.jit(make_eval_step(setup.model, config),
-                    in_shardings=(setup.state_shardings.params, batch_sharding),
+                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(mesh)),
                     out_shardings=repl)
-  progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
-                                    writer=writer, every_steps=config.log_every)
   patch = vit_lib.decode_variant(config.model.encoder)["patch_size"]
-  pending, eval_loss = [], None
-  for step in range(start + 1, steps + 1):
-    state, metrics = train_step(state, sharding.host_to_global(next(data_iter), mesh),
-                                setup.step_rng)
-    pending.append(metrics)
-    if step % config.log_every == 0 or step == steps:
-      host, pending = jax.device_get(pending), []
-      mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      mean["learning_rate"] = float(schedule(step - 1))
-      if not np.isfinite(host[-1]["training_loss"]):
-        raise FloatingPointError(f"non-finite MAE loss {host[-1]['training_loss']} at step {step}")
-      writer.write_scalars(step, mean)
-      progress(step)
-    if step % config.eval_every == 0 or step == steps:
-      t0 = time.perf_counter()
-      eval_loss, first = evaluate(eval_fn, state.params, eval_source, config, mesh)
-      writer.write_scalars(step, {"eval/loss": eval_loss})
-      grid = reconstruction_grid(first["image"], first["pred"], first["mask"], patch,
-                                 config.eval.num_images)
-      writer.write_images(step, {"mae/masked_reconstructed_original": grid})
-      if jax.process_index() == 0:
-        from PIL import Image
-        Image.fromarray(grid).save(os.path.join(workdir, "mae_reconstruction.png"))
-      progress.exclude(time.perf_counter() - t0)
-    if step % config.checkpoint_every == 0 or step == steps or step == stop_at:
-      ckpt.save(step, state, data_iter, force=True)
-    if step == stop_at:
-      logging.info("Stopping at step %d as asked (stop_at).", step)
-      break
-  ckpt.close()
-  writer.close()
-  return {"state": state, "eval_loss": eval_loss, "steps": steps}
+  last = {}
+
+  def evaluate_hook(state, step, writer):
+    eval_loss, first = evaluate(eval_fn, state.params, eval_source, config, mesh)
+    grid = reconstruction_grid(first["image"], first["pred"], first["mask"], patch,
+                               config.eval.num_images)
+    writer.write_images(step, {"mae/masked_reconstructed_original": grid})
+    if jax.process_index() == 0:
+      from PIL import Image
+      Image.fromarray(grid).save(os.path.join(workdir, "mae_reconstruction.png"))
+    last["eval_loss"] = eval_loss
+    return {"loss": eval_loss}
+
+  after_init = None
+  if config.init_from:
+    after_init = lambda s: s.replace(params=checkpointing.graft_params(  # noqa: E731
+        s.params, config.init_from, config.init_from_key))
+  stage = loop.Stage(
+      name="mae", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
+      step_rng=setup.step_rng, abstract_state=setup.abstract_state,
+      state_shardings=setup.state_shardings,
+      train_step=make_train_step(setup.model, config, setup.tx), loader=loader, steps=steps,
+      batch_size=config.input.batch_size, schedule=setup.schedule, evaluate=evaluate_hook,
+      after_init=after_init)
+  out = loop.run(config, workdir, stage, stop_at=stop_at, on_step=on_step)
+  return {**out, "eval_loss": last.get("eval_loss")}

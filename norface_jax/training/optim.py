@@ -87,24 +87,43 @@ def scale_by_tree(scales: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(optim_config: Any, total_steps: int, params: Any | None = None,
-                   num_layers: int = 0) -> tuple[optax.GradientTransformation, Any]:
-  """Builds `(tx, schedule)` from `config.optim`.
+def make_schedule(optim_config: Any, total_steps: int, lr: float | None = None):
+  """`schedule="cosine"` (default): linear warm-up then cosine to `end_lr_factor * lr`;
+  `"constant"`: linear warm-up from 0 over `warmup_steps`, then `lr`."""
+  c = optim_config
+  lr = float(c.lr if lr is None else lr)
+  warmup = int(c.get("warmup_steps", 0))
+  kind = c.get("schedule", "cosine")
+  if kind == "cosine":
+    return warmup_cosine(lr, total_steps, warmup, c.get("end_lr_factor", 0.0))
+  if kind == "constant":
+    return optax.linear_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
+  raise ValueError(f"config.optim.schedule={kind!r}: expected 'cosine' or 'constant'")
 
-  `params` (unboxed, abstract is fine) is needed only for layer-wise decay.
+
+def make_optimizer(optim_config: Any, total_steps: int, params: Any | None = None,
+                   num_layers: int = 0, *, lr: float | None = None,
+                   b1: float | None = None) -> tuple[optax.GradientTransformation, Any]:
+  """Builds `(tx, schedule)` from `config.optim`: the one optimizer builder of every stage.
+
+  `name`: adamw (decoupled weight decay, masked), adam or sgd; `schedule`: cosine or
+  constant (`make_schedule`); `grad_clip` > 0 clips the global norm; `layer_decay`
+  scales the encoder blocks' rates. `lr` and `b1` override the config's (stage 1's
+  discriminator). `params` (unboxed, abstract is fine) is needed only for layer decay.
   """
   c = optim_config
-  schedule = warmup_cosine(c.lr, total_steps, c.warmup_steps, c.get("end_lr_factor", 0.0))
+  schedule = make_schedule(c, total_steps, lr)
+  b1 = c.get("b1", 0.9) if b1 is None else b1
   parts = []
   if c.get("grad_clip", 0.0):
     parts.append(optax.clip_by_global_norm(c.grad_clip))
   name = c.get("name", "adamw")
   if name == "adamw":
-    parts.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.get("eps", 1e-8)))
-    if c.weight_decay:
+    parts.append(optax.scale_by_adam(b1=b1, b2=c.b2, eps=c.get("eps", 1e-8)))
+    if c.get("weight_decay", 0.0):
       parts.append(optax.add_decayed_weights(c.weight_decay, mask=decay_mask))
   elif name == "adam":  # Plain Adam (stage 1 uses beta1 = 0).
-    parts.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.get("eps", 1e-8)))
+    parts.append(optax.scale_by_adam(b1=b1, b2=c.b2, eps=c.get("eps", 1e-8)))
   elif name == "sgd":
     parts.append(optax.trace(decay=c.get("momentum", 0.9)))
   else:

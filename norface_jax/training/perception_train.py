@@ -12,9 +12,10 @@ No public weights can be downloaded here, so for SynthFACS the project trains it
 - `eval_au`, `eval_id`: independent small conv nets (an AU-intensity regressor and an
   identity classifier) used only to *measure* stage 1 (`stage1_report`).
 
-All are trained jointly in one jitted step on `config.data`'s training split; the
-workdir holds an Orbax checkpoint, `config.json` and `perception.json` (what `load`
-needs to rebuild them). `load(perception_dir)` returns `perception.PerceptionNets`.
+All are trained jointly in one jitted step on `config.data`'s training split, through
+the one loop (`training/loop.py`); the workdir holds an Orbax checkpoint, `config.json`
+and `perception.json` (what `perception_nets.load` needs to rebuild them), and after a
+complete run `quality.json` (`evaluate`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import json
 import os
 from typing import Any
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,25 +31,19 @@ import numpy as np
 import optax
 from absl import logging
 
-from norface_jax.data import labels, pipeline
+from norface_jax.data import loader as data_loader
 from norface_jax.data.synthfacs import generate
 from norface_jax.data.synthfacs import presets as presets_lib
 from norface_jax.data.synthfacs import source as synth_source
 from norface_jax.evaluation import metrics as metrics_lib
 from norface_jax.models import perception
-from norface_jax.training import checkpointing, perception_import, sharding, writers
-from norface_jax.training import stage2
+from norface_jax.training import loop, sharding, writers
+from norface_jax.training import workdir as workdir_lib
+from norface_jax.training.perception_nets import (PerceptionState, build_modules,
+                                                  exp_au_names, init_variables, load, make_tx,
+                                                  _split)
 
-NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow", "eval_au", "eval_id")
 KEYS = ("image", "subject", "landmarks", "brows", "au_intensity", "au_all")
-
-
-@flax.struct.dataclass
-class PerceptionState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
 
 
 def synthfacs_config(*, preset: str = "bp4d", size: int = 64, steps: int = 500, frames: int = 48,
@@ -89,65 +82,6 @@ def is_trained(workdir: str, total_steps: int) -> bool:
   return bool(steps) and max(steps) >= total_steps
 
 
-def expression_backbone(nets: Any, image_size: int) -> nn.Module:
-  """The expression embedding (`nets.exp_dim` wide) behind L_exp.
-
-  exp_arch="iresnet": a small IResNet (the FECNet/ArcFace-style default).
-  exp_arch="conv": the position-aware conv net of the evaluation AU regressor
-  (`ConvClassifier`, flatten head) with an `exp_dim` output; on 64 px SynthFACS it
-  regresses AU intensities on unseen subjects better (docs/stage1.md).
-  """
-  arch = nets.get("exp_arch", "iresnet")
-  if arch == "iresnet":
-    return perception.IResNet(tuple(nets.layers), tuple(nets.widths), nets.exp_dim,
-                              final_bn=False, input_size=image_size)
-  if arch == "conv":
-    return perception.ConvClassifier(tuple(nets.eval_cfg), nets.exp_dim, head="flatten")
-  raise ValueError(f"config.nets.exp_arch={arch!r}: expected 'iresnet' or 'conv'")
-
-
-def exp_au_names(nets: Any, au_names: list[str]) -> list[str]:
-  """The AUs the expression network's head regresses: the dataset's intensity AUs
-  (`au_names`), or with `nets.exp_targets="all"` every SynthFACS AU."""
-  targets = nets.get("exp_targets", "dataset")
-  if targets == "dataset":
-    return list(au_names)
-  if targets == "all":
-    return [f"AU{a}" for a in labels.SYNTH_AUS]
-  raise ValueError(f"config.nets.exp_targets={targets!r}: expected 'dataset' or 'all'")
-
-
-def build_modules(nets: Any, image_size: int, num_subjects: int, num_aus: int,
-                  num_exp_aus: int | None = None) -> dict[str, nn.Module]:
-  """The seven networks (with their training heads) from `config.nets`; the expression
-  head has `num_exp_aus` outputs (default `num_aus`)."""
-  res = lambda out, final_bn: perception.IResNet(
-      tuple(nets.layers), tuple(nets.widths), out, final_bn=final_bn, input_size=image_size)
-  return {
-      "vgg": perception.VGGWithHeads(tuple(nets.vgg_cfg), num_subjects, num_aus),
-      "identity": perception.WithHead(res(nets.id_dim, True), num_subjects, cosine=True),
-      "landmarks": res(68 * 2, False),
-      "expression": perception.WithHead(expression_backbone(nets, image_size),
-                                        num_exp_aus or num_aus),
-      "eyebrow": res(4, False),
-      "eval_au": perception.ConvClassifier(tuple(nets.eval_cfg), num_aus,
-                                           head=nets.get("eval_au_head", "gap")),
-      "eval_id": perception.ConvClassifier(tuple(nets.eval_cfg), num_subjects),
-  }
-
-
-def init_variables(modules: dict[str, nn.Module], image_size: int, rng: jax.Array) -> dict[str, Any]:
-  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  rngs = jax.random.split(rng, len(modules))
-  return {name: dict(m.init(r, x, False)) for (name, m), r in zip(sorted(modules.items()), rngs)}
-
-
-def _split(variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-  params = {k: v["params"] for k, v in variables.items()}
-  stats = {k: v["batch_stats"] for k, v in variables.items() if "batch_stats" in v}
-  return params, stats
-
-
 def make_train_step(modules, meta, tx):
   """One update of all seven networks; returns (state, metrics)."""
   lookup = np.full(max(meta["subjects"]) + 1, -1, np.int32)
@@ -156,7 +90,8 @@ def make_train_step(modules, meta, tx):
   brow_mean, brow_std = np.float32(meta["brow_mean"]), np.float32(meta["brow_std"])
   exp_all = meta["nets"].get("exp_targets", "dataset") == "all"
 
-  def train_step(state: PerceptionState, batch):
+  def train_step(state: PerceptionState, batch, rng=None):
+    del rng  # Deterministic: no augmentation, no dropout.
     x = batch["image"].astype(jnp.float32) / 255.0
     cls = jnp.asarray(lookup)[batch["subject"]]
     lm = batch["landmarks"].reshape(x.shape[0], -1) / size
@@ -198,19 +133,6 @@ def make_train_step(modules, meta, tx):
   return train_step
 
 
-def make_tx(optim: Any, total_steps: int) -> optax.GradientTransformation:
-  """Adam at constant `optim.lr`, or (schedule="cosine") warmup then cosine decay to 1%.
-
-  The regressors (landmarks, AU intensities) need the decay: at a constant 1e-3 their
-  test error stalls well above what the same step budget reaches with it.
-  """
-  if optim.get("schedule", "constant") == "constant":
-    return optax.adam(optim["lr"])
-  warmup = min(int(optim.get("warmup_steps", 50)), max(total_steps // 10, 1))
-  return optax.adam(optax.warmup_cosine_decay_schedule(
-      0.0, optim["lr"], warmup, max(total_steps, warmup + 1), end_value=0.01 * optim["lr"]))
-
-
 def make_meta(config, source) -> dict[str, Any]:
   brows = np.stack([source[i]["brows"] for i in range(len(source))])
   return {"preset": config.data.preset, "seed": int(config.data.get("seed", 0)),
@@ -223,18 +145,18 @@ def make_meta(config, source) -> dict[str, Any]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_at: int | None = None) -> dict[str, Any]:
-  """Trains the perception networks; checkpoints and `perception.json` go to `workdir`."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+                       stop_at: int | None = None, on_step=None) -> dict[str, Any]:
+  """Trains the perception networks; checkpoints and `perception.json` go to `workdir`,
+  `quality.json` (`evaluate`) after the last step."""
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.
+  loop.nan_policy(config)
+  workdir = workdir_lib.prepare(config, workdir)
   d = config.data
   source = synth_source.SynthFACSSource(
       preset=d.preset, split="train", fold=d.fold, seed=d.get("seed", 0), size=d.image_size,
       frames_per_subject=d.frames_per_subject or None, identity_bias=d.identity_bias)
   meta = make_meta(config, source)
-  stage2.save_config(config, workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "perception.json"), "w") as f:
       json.dump(meta, f, indent=1)
@@ -248,51 +170,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   rng = jax.random.key(config.seed)
   abstract, shardings = sharding.logical_state_shardings(init_fn, mesh, [], rng)
-  loader = pipeline.train_loader(source, batch_size=config.input.batch_size, seed=config.seed, keys=KEYS,
-                                 worker_count=config.input.workers, prefetch=config.input.prefetch)
-  data_iter = iter(loader)
-  ckpt = checkpointing.Checkpointer(workdir, keep=1)
-  if ckpt.latest_step() is not None:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-    state, start = ckpt.restore(target, data_iter)
-  else:
-    state, start = jax.jit(init_fn, out_shardings=shardings)(rng), 0
-  repl = sharding.replicated(mesh)
-  step_fn = jax.jit(make_train_step(modules, meta, tx),
-                    in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                    out_shardings=(shardings, repl), donate_argnums=(0,))
-  writer = writers.MetricWriter(workdir)
-  progress = writers.ProgressReport(num_train_steps=config.total_steps,
-                                    batch_size=config.input.batch_size, writer=writer,
-                                    every_steps=config.log_every)
-  pending, last = [], {}
-  for step in range(start + 1, config.total_steps + 1):
-    state, metrics = step_fn(state, sharding.host_to_global(next(data_iter), mesh))
-    pending.append(metrics)
-    if step % config.log_every == 0 or step == config.total_steps:
-      host = jax.device_get(pending)
-      pending = []
-      last = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      if not np.isfinite(last["training_loss"]):
-        raise FloatingPointError(f"non-finite perception loss at step {step}: {last}")
-      writer.write_scalars(step, last)
-      progress(step)
-    if step % config.checkpoint_every == 0 or step == config.total_steps or step == stop_at:
-      ckpt.save(step, state, data_iter, force=True)
-    if step == stop_at:
-      break
-  ckpt.close()
+  loader = data_loader.train_loader(source, batch_size=config.input.batch_size, seed=config.seed,
+                                 keys=KEYS, worker_count=config.input.workers,
+                                 prefetch=config.input.prefetch)
+  stage = loop.Stage(
+      name="perception", mesh=mesh, init_fn=init_fn, init_rng=rng, step_rng=rng,
+      abstract_state=abstract, state_shardings=shardings,
+      train_step=make_train_step(modules, meta, tx), loader=loader,
+      steps=int(config.total_steps), batch_size=config.input.batch_size)
+  out = loop.run(config, workdir, stage, stop_at=stop_at, on_step=on_step)
   quality = {}
-  if config.get("evaluate", True) and (stop_at is None or stop_at >= config.total_steps):
+  if config.get("evaluate", True) and not out["stopped"]:
     quality = evaluate(load(workdir), config.data, int(config.get("eval_examples", 512)))
-    logging.info("Perception networks on unseen faces: %s", quality)
+    logging.info("Perception networks on unseen faces: %s", loop.summary(quality, 12))
+    writer = writers.MetricWriter(workdir)
     writer.write_scalars(config.total_steps, {f"quality/{k}": v for k, v in quality.items()})
+    writer.close()
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "quality.json"), "w") as f:
         json.dump(quality, f, indent=1)
-  writer.close()
-  return {"state": state, "metrics": last, "meta": meta, "quality": quality}
+  return {**out, "meta": meta, "quality": quality}
 
 
 def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512,
@@ -364,50 +261,3 @@ def evaluate(nets: perception.PerceptionNets, data: Any, max_examples: int = 512
     out[f"{name}/accuracy_heldout_frames"] = float(
         np.mean(np.argmax(run(jax.jit(fn), items["image"]), -1) == cls))
   return out
-
-
-def random_perception(nets: Any, image_size: int, num_subjects: int = 4, num_aus: int = 5,
-                      seed: int = 0) -> perception.PerceptionNets:
-  """Randomly initialised networks: for smoke tests only (config `perception_dir="random"`)."""
-  modules = build_modules(nets, image_size, num_subjects, num_aus)
-  # One compiled program: op-by-op, the initialisers compile hundreds of tiny ones.
-  variables = jax.jit(lambda r: init_variables(modules, image_size, r))(jax.random.key(seed))
-  meta = {"image_size": image_size, "subjects": list(range(num_subjects)),
-          "au_names": [f"AU{i}" for i in range(num_aus)], "random": True}
-  return perception.PerceptionNets(modules, variables, meta)
-
-
-def load(perception_dir: str) -> perception.PerceptionNets:
-  """The trained networks of a `perception_train` workdir (latest checkpoint), or the
-  imported public ones of a `perception_import` directory (`kind: "imported"`)."""
-  perception_dir = os.path.abspath(os.path.expanduser(perception_dir))
-  path = os.path.join(perception_dir, "perception.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"{path} not found: train the perception networks first with\n  python launch/train.py "
-        f"--config=configs/perception_synthfacs.py --workdir={perception_dir}\nor import the "
-        f"public PyTorch weights with launch/import_perception.py --out={perception_dir}")
-  with open(path) as f:
-    meta = json.load(f)
-  if meta.get("kind") == "imported":  # Public PyTorch weights (launch/import_perception.py).
-    return perception_import.read(perception_dir, meta)
-  nets = ml_collections.ConfigDict(meta["nets"])
-  modules = build_modules(nets, meta["image_size"], len(meta["subjects"]), len(meta["au_names"]),
-                          len(exp_au_names(nets, meta["au_names"])))
-  tx = make_tx(meta.get("optim", {"lr": 1.0}), int(meta.get("total_steps", 1)))  # Its state's shape.
-
-  def init_fn(rng):
-    params, stats = _split(init_variables(modules, meta["image_size"], rng))
-    return PerceptionState(jnp.zeros((), jnp.int32), params, stats, tx.init(params))
-
-  repl = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("d",)),
-                                    jax.sharding.PartitionSpec())
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                          jax.eval_shape(init_fn, jax.random.key(0)))
-  state, step = checkpointing.restore_state_only(
-      os.path.join(perception_dir, "checkpoints"), abstract)
-  logging.info("Loaded perception networks of step %d from %s.", step, perception_dir)
-  variables = {name: {"params": state.params[name]} for name in modules}
-  for name, stats in state.batch_stats.items():
-    variables[name]["batch_stats"] = stats
-  return perception.PerceptionNets(modules, variables, meta)

@@ -144,6 +144,16 @@ def host_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
+def mesh_rules(logical_axis_rules, mesh: Mesh) -> list[tuple[str, Any]]:
+  """Logical-axis rules restricted to the axes this mesh has."""
+  rules = []
+  for logical, axes in logical_axis_rules:
+    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
+    kept = tuple(a for a in axes if a in mesh.axis_names)
+    rules.append((logical, kept if len(kept) > 1 else (kept[0] if kept else None)))
+  return rules
+
+
 def restore_target(abstract_state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying their shardings: what Orbax restores a state into."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

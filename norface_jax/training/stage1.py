@@ -1,9 +1,10 @@
-"""Stage 1 trainer: F_nor (E_s + EMM + D_f) against D_res with Norface's seven losses.
+"""Stage 1: F_nor (E_s + EMM + D_f) against D_res with Norface's seven losses.
 
-Read top to bottom like `stage2`: mesh, data, generator/discriminator and the
-sharded abstract state; restore if a checkpoint exists; a jitted, donated
-`train_step(state, batch, rng, perception_vars)` that updates D and G; logging,
-image grids (original | target | normalized), consistency metrics, checkpoints.
+What is stage 1's own: the generator and discriminator, the frozen perception networks
+behind the losses, the pure `train_step(state, batch, rng, perception_vars)` that updates
+D and G, the eval hook (image grid original | target | normalized, and
+`evaluation.consistency`), and `Setup` (mesh, optimizers, sharded abstract state).
+`train_and_evaluate` hands them to the one loop (`training/loop.py`).
 
 Pairs: the loader yields shuffled faces I_o; inside the step I_t is the batch rolled
 by a random non-zero shift (so I_t is as random as I_o), and with probability
@@ -18,7 +19,6 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import time
 from typing import Any
 
 import flax
@@ -30,16 +30,18 @@ import numpy as np
 import optax
 from absl import logging
 
-from norface_jax.data import pipeline
+from norface_jax.data import images as images_lib
+from norface_jax.data import loader as data_loader
 from norface_jax.data import registry
-from norface_jax.evaluation import metrics as metrics_lib
+from norface_jax.evaluation import consistency
 from norface_jax.evaluation import plots
 from norface_jax.losses import adversarial
 from norface_jax.losses import normalization as nor_losses
 from norface_jax.models import discriminator as disc_lib
 from norface_jax.models import normalizer as normalizer_lib
-from norface_jax.training import checkpointing, optim, perception_train, sharding, stage2, writers
-from norface_jax.training import normalize as normalize_lib
+from norface_jax.training import checkpointing, loop, optim, perception_nets, perception_train
+from norface_jax.training import sharding
+from norface_jax.training import workdir as workdir_lib
 
 LOSS_NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow")
 
@@ -67,20 +69,15 @@ def d_lr_b1(optim_config) -> tuple[float, float]:
   return float(c.get("d_lr", 0.0) or c.lr), d_b1 if d_b1 >= 0 else float(c.b1)
 
 
-def make_tx(optim_config, lr: float | None = None,
-            b1: float | None = None) -> optax.GradientTransformation:
-  """Adam (beta1 = 0, beta2 = 0.99 in the paper; `b1` overrides), global-norm clipping
-  with `grad_clip` > 0, and a constant learning rate (`lr` overrides) after a linear
-  warm-up from 0 over `warmup_steps`."""
-  c = optim_config
-  rate = c.lr if lr is None else lr
-  warmup = int(c.get("warmup_steps", 0))
-  if warmup:
-    rate = optax.linear_schedule(0.0, rate, warmup)
-  parts = [optax.clip_by_global_norm(c.grad_clip)] if c.get("grad_clip", 0.0) else []
-  parts += [optax.scale_by_adam(b1=c.b1 if b1 is None else b1, b2=c.b2, eps=c.eps),
-            optax.scale_by_learning_rate(rate)]
-  return optax.chain(*parts)
+def make_txs(config) -> tuple[Any, Any]:
+  """(G's, D's) optimizers from `config.optim` (`optim.make_optimizer`: Adam with the
+  paper's beta1 = 0, beta2 = 0.99 and a constant rate after an optional linear warm-up);
+  D takes `d_lr` and `d_b1` where set (TTUR)."""
+  steps = int(config.total_steps)
+  g_tx, _ = optim.make_optimizer(config.optim, steps)
+  d_lr, d_b1 = d_lr_b1(config.optim)
+  d_tx, _ = optim.make_optimizer(config.optim, steps, lr=d_lr, b1=d_b1)
+  return g_tx, d_tx
 
 
 def ensure_perception(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
@@ -109,8 +106,8 @@ def load_perception(config) -> Any:
     nets = ml_collections.ConfigDict(dict(
         layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), id_dim=16, exp_dim=8,
         vgg_cfg=(8, "M", 16, 16), eval_cfg=(8, "M", 16)))
-    return perception_train.random_perception(nets, config.data.image_size)
-  return perception_train.load(config.perception_dir)
+    return perception_nets.random_perception(nets, config.data.image_size)
+  return perception_nets.load(config.perception_dir)
 
 
 def loss_terms(fns, pv, x_o, x_t, same, perc_normalize: bool,
@@ -232,11 +229,8 @@ class Setup:
   def __init__(self, config):
     self.gen, self.disc = make_models(config)
     self.mesh = sharding.make_mesh(config.mesh)
-    self.rules = stage2.mesh_rules(config, self.mesh)
-    # TTUR: `optim.d_lr` (0 = same as G) sets the discriminator's learning rate, and
-    # `optim.d_b1` (< 0 = same as G) its Adam beta1.
-    self.g_tx = make_tx(config.optim)
-    self.d_tx = make_tx(config.optim, *d_lr_b1(config.optim))
+    self.rules = sharding.mesh_rules(config.logical_axis_rules, self.mesh)
+    self.g_tx, self.d_tx = make_txs(config)
     self.init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     size = config.data.image_size
 
@@ -257,7 +251,7 @@ class Setup:
 
 def load_generator(workdir: str) -> tuple[ml_collections.ConfigDict, nn.Module, Any, int]:
   """(config, generator, params, step) of a stage-1 workdir's latest checkpoint."""
-  config = stage2.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   setup = Setup(config)
   state, step = checkpointing.restore_state_only(os.path.join(workdir, "checkpoints"),
                                                  setup.restore_target())
@@ -271,120 +265,6 @@ def image_rows(normalize_fn, images_u8: np.ndarray, target_u8: np.ndarray) -> np
   out = np.asarray(jax.device_get(normalize_fn(jnp.asarray(images_u8))))
   return plots.image_grid([images_u8, np.repeat(target_u8[None], n, 0), out],
                           ["original", "target", "normalized"])
-
-
-class ConsistencyEval:
-  """Expression and identity consistency of I_n, measured by the independent networks.
-
-  Built once per run: `normalize_fn(params, images_u8) -> images_u8` takes the generator
-  parameters as an argument, so every evaluation of a run reuses one compiled program
-  per function (the perception networks are bound once).
-
-  Expression: the evaluation AU regressor on I_n against the ground-truth AU
-  intensities of I_o (ICC(3,1), MAE), beside the same regressor on I_o itself and,
-  when the source carries `image_norm` (SynthFACS's true I_n: `eval_data`), on that
-  (`_Istar`, the ceiling for I_n), with the pixel MSE of I_n to it beside that of the
-  plain target face (`target_u8`; what "no expression at all" costs). Identity: the
-  share of I_n the evaluation identity classifier assigns to the target subject, beside
-  the share of I_o (the floor).
-
-  The teachers: L_exp and L_eye (eq. 9-10, the stage-1 loss networks) of I_n against
-  I_o, and with the true I_n also of it (`_Istar`: what an exact transfer costs) and of
-  the bare target (`_It`: what no transfer costs). An I_n that scores below the true
-  I_n on a teacher while the independent regressor reads no expression in it has
-  fooled that teacher rather than learned the expression.
-  """
-
-  def __init__(self, normalize_fn, perception, mesh, exp_output: str = "embedding"):
-    self.perception = perception
-    self.enabled = "eval_au" in perception.modules
-    if not self.enabled:
-      return
-    m, v = perception.modules, perception.variables
-    self.bs = sharding.batch_sharding(mesh)
-    self.norm = jax.jit(normalize_fn, out_shardings=self.bs)
-    self.au_fn = jax.jit(
-        lambda x: m["eval_au"].apply(v["eval_au"], x.astype(jnp.float32) / 255.0) * 5.0)
-    self.id_fn = jax.jit(lambda x: jnp.argmax(
-        m["eval_id"].apply(v["eval_id"], x.astype(jnp.float32) / 255.0), -1))
-    fns = perception.functions(exp_output)
-    exp_loss = functools.partial(nor_losses.expression_loss, normalize=exp_output == "embedding")
-    self.teach_fn = jax.jit(lambda x_o, x: {  # per-sample L_exp, L_eye of x against x_o (uint8)
-        name: jax.vmap(lambda a, b: loss(a[None], b[None]))(
-            fns[net](v[net], x_o.astype(jnp.float32) / 255.0),
-            fns[net](v[net], x.astype(jnp.float32) / 255.0))
-        for name, net, loss in (("exp", "expression", exp_loss),
-                                ("eye", "eyebrow", nor_losses.eyebrow_loss))})
-
-  def __call__(self, params, source, target_subject: int | None, batch_size: int,
-               max_examples: int = 0, target_u8: np.ndarray | None = None) -> dict[str, float]:
-    if not self.enabled:
-      return {}
-    meta = self.perception.meta
-    au_fn, id_fn, teach_fn = self.au_fn, self.id_fn, self.teach_fn
-    star = "image_norm" in source[0]
-    tags = ("n",) + (("star", "t") if star else ())
-    rows = {k: [] for k in ("au_n", "au_o", "gt", "id_n", "id_o")
-            + tuple(f"{loss}_{tag}" for loss in ("exp", "eye") for tag in tags)
-            + (("au_star", "mse_n", "mse_t") if star else ())}
-    keys = ("image", "au_intensity") + (("image_norm",) if star else ())
-    seen = 0
-    for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=keys):
-      valid = batch.pop("_valid").astype(bool)
-      x_o = batch["image"]
-      x_n = self.norm(params, jax.device_put(x_o, self.bs))
-      for key, val in (("au_n", au_fn(x_n)), ("au_o", au_fn(x_o)), ("id_n", id_fn(x_n)),
-                       ("id_o", id_fn(x_o))):
-        rows[key].append(np.asarray(jax.device_get(val))[valid])
-      rows["gt"].append(batch["au_intensity"][valid])
-      others = {"n": x_n}
-      if star:
-        others["star"] = batch["image_norm"]
-        if target_u8 is not None:
-          others["t"] = np.broadcast_to(target_u8, x_o.shape)
-      for tag, x in others.items():
-        for loss, val in jax.device_get(teach_fn(x_o, x)).items():
-          rows[f"{loss}_{tag}"].append(np.asarray(val)[valid])
-      if star:
-        rows["au_star"].append(np.asarray(jax.device_get(au_fn(batch["image_norm"])))[valid])
-        x_star = batch["image_norm"][valid].astype(np.float32) / 255.0
-        x_n_host = np.asarray(jax.device_get(x_n))[valid].astype(np.float32) / 255.0
-        rows["mse_n"].append(np.mean(np.square(x_n_host - x_star), axis=(1, 2, 3)))
-        if target_u8 is not None:
-          rows["mse_t"].append(np.mean(np.square(target_u8 / 255.0 - x_star), axis=(1, 2, 3)))
-      seen += int(valid.sum())
-      if max_examples and seen >= max_examples:
-        break
-    r = {k: np.concatenate(val) if val else np.zeros(0) for k, val in rows.items()}
-    names = meta["au_names"]
-    out = {"n": float(len(r["gt"]))}
-    for tag in ("n", "o") + (("star",) if star else ()):
-      rep = metrics_lib.intensity_report(r[f"au_{tag}"], r["gt"], names)
-      out[f"expression/icc_I{tag}"] = float(rep["icc/mean"])
-      out[f"expression/mae_I{tag}"] = float(rep["mae/mean"])
-    for key, val in r.items():  # The teachers (L_exp, L_eye) on I_n, true I_n, target.
-      if key.startswith(("exp_", "eye_")) and len(val):
-        loss, tag = key.split("_")
-        out[f"teacher/{loss}_I{tag}"] = float(np.mean(val))
-    if star:  # Pixel MSE to the true I_n: of I_n, and of the target itself (no expression).
-      out["pixels/mse_In_to_Istar"] = float(np.mean(r["mse_n"]))
-      if len(r["mse_t"]):
-        out["pixels/mse_It_to_Istar"] = float(np.mean(r["mse_t"]))
-    if target_subject is not None and target_subject in meta["subjects"]:
-      cls = meta["subjects"].index(target_subject)
-      out["identity/target_rate_In"] = float(np.mean(r["id_n"] == cls))
-      out["identity/target_rate_Io"] = float(np.mean(r["id_o"] == cls))
-    return out
-
-
-def evaluate_consistency(normalize_fn, source, perception, target_subject: int | None,
-                         mesh, batch_size: int, max_examples: int = 0,
-                         target_u8: np.ndarray | None = None,
-                         exp_output: str = "embedding") -> dict[str, float]:
-  """One `ConsistencyEval` of `normalize_fn(images_u8) -> images_u8` (parameters bound):
-  for a single measurement (`stage1_report`); a training run builds the evaluator once."""
-  ev = ConsistencyEval(lambda _, x: normalize_fn(x), perception, mesh, exp_output)
-  return ev(None, source, target_subject, batch_size, max_examples, target_u8)
 
 
 def oracle_data(config, target_subject: int | None) -> ml_collections.ConfigDict:
@@ -417,15 +297,42 @@ def eval_data(config, target_subject: int | None) -> ml_collections.ConfigDict:
   return _with_true_in(config.data, target_subject)
 
 
+def make_eval_hook(config, setup: Setup, perception, eval_source, target_u8, target_subject,
+                   workdir: str):
+  """`evaluate(state, step, writer)` for the loop: the image grid and the consistency
+  metrics. The programs take the generator's parameters as an argument, so they compile
+  once per run, not at every evaluation."""
+  normalize_params = lambda p, x: normalizer_lib.normalize_uint8(  # noqa: E731
+      setup.gen, p, jnp.asarray(target_u8, jnp.uint8), x)
+  grid_fn = jax.jit(normalize_params)
+  evaluator = consistency.ConsistencyEval(normalize_params, perception,
+                                          sharding.batch_sharding(setup.mesh),
+                                          config.get("exp_output", "embedding"))
+  n = min(config.eval.grid_size, len(eval_source))
+  grid_images = np.stack([eval_source[i]["image"] for i in range(n)])
+
+  def evaluate(state, step, writer):
+    grid = image_rows(functools.partial(grid_fn, state.g_params), grid_images, target_u8)
+    writer.write_images(step, {"original|target|normalized": grid})
+    if jax.process_index() == 0:
+      from PIL import Image
+      Image.fromarray(grid).save(os.path.join(workdir, "stage1_grid.png"))
+    return evaluator(state.g_params, eval_source, target_subject, config.input.eval_batch_size,
+                     config.eval.max_examples, target_u8)
+
+  return evaluate
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_at: int | None = None) -> dict[str, Any]:
+                       stop_at: int | None = None, on_step=None) -> dict[str, Any]:
   """Trains F_nor per `config` into `workdir`; `stop_at` ends early (as a preemption)."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
   sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh))
+  loop.nan_policy(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
   config = ensure_perception(config, workdir)
+  workdir = workdir_lib.prepare(config, workdir)
   perception = load_perception(config)
-  target_u8, target_subject = normalize_lib.load_target(config.target, config.data)
+  target_u8, target_subject = images_lib.load_target(config.target, config.data)
   train_source = registry.make_source(oracle_data(config, target_subject), "train",
                                       task="au_intensity")
   keys = ("image",) + (("image_norm",) if config.get("oracle_weight", 0.0) else ())
@@ -441,80 +348,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_source = registry.make_source(eval_data(config, target_subject), "test", task="au_intensity")
   setup = Setup(config)
   mesh, steps = setup.mesh, int(config.total_steps)
-  sharding.check_batch_size(config.input.batch_size, mesh)  # Fails before compiling.
-  stage2.save_config(config, workdir)
   logging.info("Stage 1: %d train faces, %d steps of batch %d on mesh %s.", len(train_source),
                steps, config.input.batch_size, dict(mesh.shape))
-  repl = sharding.replicated(mesh)
-  pv = jax.device_put({k: perception.variables[k] for k in LOSS_NETS}, repl)
+  pv = jax.device_put({k: perception.variables[k] for k in LOSS_NETS}, sharding.replicated(mesh))
   fns = perception.functions(config.get("exp_output", "embedding"))
-
-  writer = writers.MetricWriter(workdir)
-  writer.write_hparams(config.to_dict())
-  loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
+  loader = data_loader.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
                                  keys=keys, worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
-  data_iter = iter(loader)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, start = ckpt.restore(setup.restore_target(), data_iter)
-  else:
-    state = jax.jit(lambda r: nn.unbox(setup.init_fn(r)), out_shardings=setup.state_shardings)(
-        setup.init_rng)
-    if config.init_from:
-      shim = stage2.load_pretrained(optim.TrainState(state.step, state.g_params, None),
-                                    config.init_from, config.init_from_key)
-      state = state.replace(g_params=shim.params)
-    start = 0
-
-  bsh = sharding.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(setup.gen, setup.disc, fns, config, setup.g_tx, setup.d_tx,
-                                       target_u8 if config.get("fixed_target", False) else None),
-                       in_shardings=(setup.state_shardings, bsh, repl, repl),
-                       out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
-  # The evaluation's programs take the generator's parameters as an argument: compiled
-  # once per run, not at every evaluation.
-  normalize_params = lambda p, x: normalize_lib.normalize_apply(  # noqa: E731
-      setup.gen, p, jnp.asarray(target_u8, jnp.uint8), x)
-  grid_fn = jax.jit(normalize_params)
-  consistency = ConsistencyEval(normalize_params, perception, mesh,
-                                config.get("exp_output", "embedding"))
-  grid_items = [eval_source[i]["image"] for i in range(min(config.eval.grid_size, len(eval_source)))]
-  grid_images = np.stack(grid_items)
-  progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
-                                    writer=writer, every_steps=config.log_every)
-  pending, last = [], {}
-  for step in range(start + 1, steps + 1):
-    state, metrics = train_step(state, sharding.host_to_global(next(data_iter), mesh),
-                                setup.step_rng, pv)
-    pending.append(metrics)
-    if step % config.log_every == 0 or step == steps:
-      host = jax.device_get(pending)
-      pending = []
-      mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      if not np.isfinite(host[-1]["training_loss"]) and config.nan_policy == "stop":
-        raise FloatingPointError(f"non-finite stage-1 loss at step {step}: {host[-1]}")
-      writer.write_scalars(step, mean)
-      progress(step)
-    if step % config.eval_every == 0 or step == steps:
-      t0 = time.perf_counter()
-      grid = image_rows(functools.partial(grid_fn, state.g_params), grid_images, target_u8)
-      writer.write_images(step, {"original|target|normalized": grid})
-      if jax.process_index() == 0:
-        from PIL import Image
-        Image.fromarray(grid).save(os.path.join(workdir, "stage1_grid.png"))
-      last = consistency(state.g_params, eval_source, target_subject,
-                         config.input.eval_batch_size, config.eval.max_examples, target_u8)
-      writer.write_scalars(step, {f"eval/{k}": v for k, v in last.items()})
-      progress.exclude(time.perf_counter() - t0)
-    if step % config.checkpoint_every == 0 or step == steps or step == stop_at:
-      t0 = time.perf_counter()
-      ckpt.save(step, state, data_iter, force=True)
-      progress.exclude(time.perf_counter() - t0)
-    if step == stop_at:
-      logging.info("Stopping at step %d as asked (stop_at).", step)
-      break
-  ckpt.close()
-  writer.close()
-  return {"state": state, "report": last, "steps": steps, "generator": setup.gen,
-          "target": target_u8}
+  after_init = None
+  if config.init_from:
+    after_init = lambda s: s.replace(g_params=checkpointing.graft_params(  # noqa: E731
+        s.g_params, config.init_from, config.init_from_key))
+  train_step = make_train_step(setup.gen, setup.disc, fns, config, setup.g_tx, setup.d_tx,
+                               target_u8 if config.get("fixed_target", False) else None)
+  stage = loop.Stage(
+      name="stage1", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
+      step_rng=setup.step_rng, abstract_state=setup.abstract_state,
+      state_shardings=setup.state_shardings, train_step=train_step, step_args=(pv,),
+      loader=loader, steps=steps, batch_size=config.input.batch_size,
+      evaluate=make_eval_hook(config, setup, perception, eval_source, target_u8,
+                              target_subject, workdir),
+      after_init=after_init)
+  out = loop.run(config, workdir, stage, stop_at=stop_at, on_step=on_step)
+  return {**out, "generator": setup.gen, "target": target_u8}

@@ -48,9 +48,10 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
                  remat=False, disc_channels=(64, 128, 256), disc_scales=2)
   c.dtype = "float32"            # Compute dtype (bfloat16 on accelerators).
   c.loss = dict(PAPER_WEIGHTS)
-  # d_lr 0 / d_b1 < 0: D uses G's lr / beta1; warmup_steps: linear lr warm-up from 0.
-  c.optim = dict(lr=1e-4, d_lr=0.0, b1=0.0, d_b1=-1.0, b2=0.99, eps=1e-8, grad_clip=0.0,
-                 warmup_steps=0)
+  # d_lr 0 / d_b1 < 0: D uses G's lr / beta1; warmup_steps: linear lr warm-up from 0,
+  # then the constant rate (optim.make_optimizer).
+  c.optim = dict(name="adam", schedule="constant", lr=1e-4, d_lr=0.0, b1=0.0, d_b1=-1.0,
+                 b2=0.99, eps=1e-8, grad_clip=0.0, warmup_steps=0)
   c.total_steps = 200_000
   c.mesh = (("data", -1), ("model", 1))
   c.logical_axis_rules = DEFAULT_RULES

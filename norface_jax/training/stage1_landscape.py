@@ -27,13 +27,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from norface_jax.data import pipeline, registry
+from norface_jax.data import images as images_lib
+from norface_jax.data import loader as data_loader
+from norface_jax.data import registry
 from norface_jax.losses import normalization as nor_losses
-from norface_jax.training import normalize, stage1
+from norface_jax.training import stage1
 
 CANDIDATES = ("true_In", "target", "original", "mean_face")
 TERMS = ("perc", "id", "lm", "exp", "eye")
@@ -43,7 +44,7 @@ def landscape(config, perception: Any, max_examples: int = 256, batch_size: int 
               split: str = "test") -> dict[str, float]:
   """Unweighted terms and the eq.-3 total (config.loss weights) of each candidate,
   averaged over up to `max_examples` faces of `split`."""
-  target_u8, subject = normalize.load_target(config.target, config.data)
+  target_u8, subject = images_lib.load_target(config.target, config.data)
   if not config.data.synthetic or subject is None:
     raise ValueError("the loss landscape needs SynthFACS and a `synthfacs:<subject>` target "
                      f"(the true I_n); got synthetic={config.data.synthetic}, "
@@ -72,7 +73,7 @@ def landscape(config, perception: Any, max_examples: int = 256, batch_size: int 
 
   sums: dict[str, float] = {}
   seen = 0
-  for batch in pipeline.eval_batches(source, batch_size=batch_size, keys=("image", "image_norm")):
+  for batch in data_loader.eval_batches(source, batch_size=batch_size, keys=("image", "image_norm")):
     valid = batch.pop("_valid").astype(bool)
     for k, v in jax.device_get(score(batch["image"], batch["image_norm"], valid)).items():
       sums[k] = sums.get(k, 0.0) + float(v)

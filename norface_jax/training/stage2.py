@@ -1,17 +1,17 @@
-"""Stage 2 trainer: F_cla (ViT + Input/Output MoE) for AU detection, AU intensity, FER.
+"""Stage 2: F_cla (ViT + Input/Output MoE) for AU detection, AU intensity and FER.
 
-Read top to bottom: build mesh, data, model and state; restore if a checkpoint exists;
-loop over a jitted, donated `train_step`; log, evaluate, checkpoint. The step is a
-pure function `train_step(state, batch, rng) -> (state, metrics)` compiled once; the
-per-step randomness is `fold_in(rng, step)`, so a resumed run replays exactly.
+What is stage 2's own: the model and task from the config, the pure `train_step(state,
+batch, rng, frozen) -> (state, metrics)` (augmentation, the task loss and the router
+losses), the eval step and hook, and `build` (mesh, optimizer, sharded abstract state).
+`train_and_evaluate` hands them to the one loop (`training/loop.py`), which owns
+restore-or-init, logging, the NaN policy, preemption, evaluation cadence and checkpoints.
+The per-step randomness is `fold_in(rng, step)`, so a resumed run replays exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-from typing import Any, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -23,23 +23,22 @@ from absl import logging
 from clu import parameter_overview
 
 from norface_jax.data import augment as augment_lib
-from norface_jax.data import pipeline
+from norface_jax.data import images as images_lib
+from norface_jax.data import loader as data_loader
 from norface_jax.data import registry
-from norface_jax.evaluation import plots
+from norface_jax.evaluation import classifier_eval
 from norface_jax.losses import classification as cls_losses
 from norface_jax.losses import moe as moe_losses
 from norface_jax.models import classifier as classifier_lib
+from norface_jax.models import normalizer as normalizer_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax.training import checkpointing
-from norface_jax.training import multihost
+from norface_jax.training import loop
 from norface_jax.training import optim
 from norface_jax.training import sharding
+from norface_jax.training import stage1
 from norface_jax.training import tasks as tasks_lib
-from norface_jax.training import writers
-
-# MAE/ImageNet statistics: the encoders are pre-trained with them.
-IMAGE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGE_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from norface_jax.training import workdir as workdir_lib
 
 
 def make_task(config: ml_collections.ConfigDict) -> tasks_lib.Task:
@@ -104,7 +103,6 @@ def load_online_normalizer(config: ml_collections.ConfigDict):
   """
   if not online(config):
     return None, None
-  from norface_jax.training import normalize, stage1
   workdir = config.data.get("stage1_workdir", "")
   if not workdir:
     raise ValueError("config.data.normalization='online' needs config.data.stage1_workdir "
@@ -114,20 +112,14 @@ def load_online_normalizer(config: ml_collections.ConfigDict):
     raise ValueError(f"stage-1 generator of {workdir} works at {s1_config.data.image_size} px, "
                      f"config.data.image_size is {config.data.image_size}")
   target = config.data.get("online_target", "") or s1_config.target
-  target_u8, _ = normalize.load_target(target, s1_config.data)
+  target_u8, _ = images_lib.load_target(target, s1_config.data)
   logging.info("Online normalization: F_nor of step %d from %s onto %s.", step, workdir, target)
 
   def normalize_fn(frozen, images_u8):
     return jax.lax.stop_gradient(
-        normalize.normalize_apply(generator, frozen["params"], frozen["target"], images_u8))
+        normalizer_lib.normalize_uint8(generator, frozen["params"], frozen["target"], images_u8))
 
   return normalize_fn, {"params": params, "target": jnp.asarray(target_u8)}
-
-
-def preprocess(images_u8: jax.Array, dtype: Any) -> jax.Array:
-  """uint8 (B,H,W,3) -> normalized float in the compute dtype."""
-  x = images_u8.astype(jnp.float32) / 255.0
-  return ((x - IMAGE_MEAN) / IMAGE_STD).astype(dtype)
 
 
 def router_losses(aux: dict[str, dict[str, jax.Array]]) -> dict[str, jax.Array]:
@@ -164,7 +156,6 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
   lam_imp, lam_gl = config.loss.lambda_imp, config.loss.lambda_gl
   smoothing = config.loss.label_smoothing
   two_streams = uses_normalized(config)
-  skip_nonfinite = config.nan_policy == "skip"
 
   def train_step(state: optim.TrainState, batch: dict[str, jax.Array], rng: jax.Array,
                  frozen: Any = None):
@@ -176,7 +167,7 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
     x_n = batch["image_norm"].astype(jnp.float32) / 255.0 if two_streams else None
     targets = task.soft_targets(batch[task.label_key])
     x, x_n, targets = augment_streams(aug_rng, x, x_n, targets, aug_config)
-    norm = lambda im: ((im - IMAGE_MEAN) / IMAGE_STD).astype(dtype)
+    norm = lambda im: ((im - images_lib.IMAGE_MEAN) / images_lib.IMAGE_STD).astype(dtype)
     x = norm(x)
     x_n = norm(x_n) if two_streams else None
 
@@ -194,15 +185,10 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
     (total, aux_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(total) & jnp.isfinite(optax.tree.norm(grads))
-    if skip_nonfinite:  # Keep the old state when the update is not finite.
-      params, opt_state = jax.tree.map(
-          lambda new, old: jnp.where(finite, new, old), (params, opt_state),
-          (state.params, state.opt_state))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = {"training_loss": total, **aux_metrics,
                "l2_grads": optax.tree.norm(grads), "l2_params": optax.tree.norm(params),
-               "l2_updates": optax.tree.norm(updates), "nonfinite": 1.0 - finite.astype(jnp.float32)}
+               "l2_updates": optax.tree.norm(updates)}
     return new_state, metrics
 
   return train_step
@@ -215,8 +201,8 @@ def make_eval_step(model, task, config, normalize_fn=None):
   def eval_step(params, batch, frozen=None):
     if normalize_fn is not None:
       batch = dict(batch, image_norm=normalize_fn(frozen, batch["image"]))
-    x = preprocess(batch["image"], dtype)
-    x_n = preprocess(batch["image_norm"], dtype) if two_streams else None
+    x = images_lib.standardize(batch["image"], dtype)
+    x_n = images_lib.standardize(batch["image_norm"], dtype) if two_streams else None
     outputs, aux = model.apply({"params": params}, x, x_n, train=False)
     # Labels and the validity mask ride along so every process gets the global arrays.
     out = {"preds": task.predict(outputs)}
@@ -228,12 +214,6 @@ def make_eval_step(model, task, config, normalize_fn=None):
     return out
 
   return eval_step
-
-
-def total_steps(config, num_train_examples: int) -> int:
-  if config.total_steps > 0:
-    return int(config.total_steps)
-  return max(1, int(config.num_epochs * num_train_examples // config.input.batch_size))
 
 
 def init_state(config, model, tx, image_size: int):
@@ -248,89 +228,6 @@ def init_state(config, model, tx, image_size: int):
     return optim.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   return init_fn
-
-
-def load_pretrained(state: optim.TrainState, path: str, key: str) -> optim.TrainState:
-  """Grafts the `key` subtree of a checkpoint's params (e.g. a pre-trained encoder)."""
-  import orbax.checkpoint as ocp
-  path = os.path.abspath(os.path.expanduser(path))
-  mgr = ocp.CheckpointManager(path)
-  step = mgr.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"config.init_from={path!r}: no checkpoint there")
-  loaded = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  mgr.close()
-  src = loaded["params"] if "params" in loaded else loaded
-  if key not in src:
-    raise KeyError(f"config.init_from_key={key!r} not in {path} params; has {sorted(src)}")
-  dst = state.params[key]
-  flat_src = dict(jax.tree_util.tree_flatten_with_path(src[key])[0])
-  flat_dst, treedef = jax.tree_util.tree_flatten_with_path(dst)
-  missing = [jax.tree_util.keystr(p) for p, _ in flat_dst if p not in flat_src]
-  if missing:
-    raise KeyError(f"init_from {path}: parameters missing: {missing[:5]}...")
-  unused = sorted(set(map(jax.tree_util.keystr, flat_src))
-                  - {jax.tree_util.keystr(p) for p, _ in flat_dst})
-  if unused:  # E.g. a learned `pos_embedding` while config.model.pos_embed="sincos".
-    logging.warning("init_from %s: checkpoint parameters the model has no place for, "
-                    "ignored: %s", path, unused[:5])
-  new_leaves = []
-  for p, leaf in flat_dst:
-    value = flat_src[p]
-    if value.shape != leaf.shape:
-      raise ValueError(f"init_from {path}: {jax.tree_util.keystr(p)} has shape {value.shape}, "
-                       f"model expects {leaf.shape}" + (
-                           " (re-import with --image_size=config.data.image_size)"
-                           if "pos_embedding" in jax.tree_util.keystr(p) else ""))
-    new_leaves.append(jax.device_put(np.asarray(value, leaf.dtype), leaf.sharding))
-  params = dict(state.params)
-  params[key] = jax.tree_util.tree_unflatten(jax.tree.structure(dst), new_leaves)
-  logging.info("Initialised params[%r] from %s (step %d).", key, path, step)
-  return state.replace(params=params)
-
-
-def evaluate(eval_fn, params, source, task: tasks_lib.Task, config, mesh,
-             keys: tuple[str, ...], frozen: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-  """Runs the evaluation set; returns (metrics, raw arrays).
-
-  `task` is the evaluation task (`registry.eval_task`): across datasets it covers the
-  labels both share, and the matching prediction columns are taken.
-  """
-  _, columns = registry.eval_columns(config.data, config.task)
-  preds, labels, topk = [], [], []
-  for batch in pipeline.eval_batches(source, batch_size=config.input.eval_batch_size, keys=keys,
-                                     max_examples=config.eval.get("max_examples", 0)):
-    out = jax.device_get(eval_fn(params, sharding.host_to_global(batch, mesh), frozen))
-    valid = out["valid"].astype(bool)
-    preds.append(out["preds"][valid])
-    labels.append(out["labels"][valid])
-    if "topk_idx" in out:
-      topk.append(out["topk_idx"][valid])
-  preds_np, labels_np = np.concatenate(preds), np.concatenate(labels)
-  if columns is not None:
-    preds_np = preds_np[:, columns]
-  report = task.report(preds_np, labels_np)
-  arrays = {"preds": preds_np, "labels": labels_np}
-  if topk:
-    arrays["topk_idx"] = np.concatenate(topk)
-  return report, arrays
-
-
-def scalar_metrics(report: dict[str, Any]) -> dict[str, float]:
-  return {k: float(v) for k, v in report.items() if np.ndim(v) == 0 and not isinstance(v, str)}
-
-
-def router_figure(arrays, task, config, workdir, step, writer) -> None:
-  """The paper's Fig. 8: experts x labels heatmap of the output MoE's top-k routing."""
-  if "topk_idx" not in arrays or config.model.num_experts <= 0:
-    return
-  matrix = plots.router_label_matrix(arrays["topk_idx"], task.positive_labels(arrays["labels"]),
-                                     config.model.num_experts)
-  fig = plots.router_heatmap(matrix, [f"E{e + 1}" for e in range(config.model.num_experts)],
-                             list(task.label_names), title=f"Output MoE top-k routing, step {step}")
-  if jax.process_index() == 0:
-    plots.save_figure(fig, os.path.join(workdir, "router_heatmap.png"))
-  writer.write_images(step, {"router_heatmap": plots.figure_to_array(fig)})
 
 
 @dataclasses.dataclass
@@ -352,23 +249,13 @@ class Setup:
     return sharding.restore_target(self.abstract_state, self.state_shardings)
 
 
-def mesh_rules(config, mesh) -> list[tuple[str, Any]]:
-  """Config rules restricted to the axes this mesh has."""
-  rules = []
-  for logical, axes in config.logical_axis_rules:
-    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
-    kept = tuple(a for a in axes if a in mesh.axis_names)
-    rules.append((logical, kept if len(kept) > 1 else (kept[0] if kept else None)))
-  return rules
-
-
 def build(config: ml_collections.ConfigDict, num_train_examples: int) -> Setup:
   """Mesh, model, optimizer and the abstract sharded state (nothing allocated)."""
   task = make_task(config)
   mesh = sharding.make_mesh(config.mesh, dcn_config=config.get("mesh_dcn"))
   sharding.check_batch_size(config.input.batch_size, mesh)
-  rules = mesh_rules(config, mesh)
-  steps = total_steps(config, num_train_examples)
+  rules = sharding.mesh_rules(config.logical_axis_rules, mesh)
+  steps = loop.total_steps(config, num_train_examples)
   model = make_model(config, task)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   image_size = config.data.image_size
@@ -384,123 +271,73 @@ def build(config: ml_collections.ConfigDict, num_train_examples: int) -> Setup:
                state_shardings, steps)
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+def make_eval_hook(eval_fn, eval_source, test_task, config, mesh, keys, frozen, workdir):
+  """`evaluate(state, step, writer)` for the loop: the test split's scalars and Fig. 8."""
+  put = lambda batch: sharding.host_to_global(batch, mesh)  # noqa: E731
+  last = {}
 
+  def evaluate(state, step, writer):
+    report, arrays = classifier_eval.evaluate(eval_fn, state.params, eval_source, test_task,
+                                              config, put, keys, frozen)
+    classifier_eval.router_figure(arrays, test_task, config.model.num_experts, workdir, step,
+                                  writer)
+    last["report"] = report
+    return classifier_eval.scalar_metrics(report)
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (written by `train_and_evaluate`)."""
-  import json
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return evaluate, last
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       stop_at: int | None = None) -> dict[str, Any]:
+                       stop_at: int | None = None, on_step=None) -> dict[str, Any]:
   """Trains F_cla per `config`, evaluating and checkpointing into `workdir`.
 
   `stop_at` ends the run early after checkpointing that step, as a preempted job would
   (the schedule still spans the full run, so a resumed run is identical).
   """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
   # Configuration errors (mesh vs devices, batch vs mesh) surface before any data work.
-  sharding.check_batch_size(config.input.batch_size, sharding.make_mesh(config.mesh, dcn_config=config.get("mesh_dcn")))
+  sharding.check_batch_size(config.input.batch_size,
+                            sharding.make_mesh(config.mesh, dcn_config=config.get("mesh_dcn")))
+  loop.nan_policy(config)
+  workdir = workdir_lib.prepare(config, workdir)
   train_source = registry.make_source(config.data, "train", task=config.task)
   eval_source = registry.make_source(config.data, "test", task=config.task)
   setup = build(config, len(train_source))
-  task, model, mesh, steps = setup.task, setup.model, setup.mesh, setup.steps
+  task, mesh, steps = setup.task, setup.mesh, setup.steps
   if task.name == "au_detection" and config.loss.get("au_pos_weight", "none") == "balanced":
     task = dataclasses.replace(task, pos_weight=cls_losses.balanced_pos_weight(
         sample_labels(train_source, task.label_key)))
     logging.info("AU positive weights (balanced on the training labels): %s",
                  dict(zip(task.label_names, np.round(task.pos_weight, 2))))
-  state_shardings, schedule, tx = setup.state_shardings, setup.schedule, setup.tx
-  init_fn, init_rng, step_rng = setup.init_fn, setup.init_rng, setup.step_rng
-  logging.info("Train %d examples, test %d; %d steps of batch %d on mesh %s.",
-               len(train_source), len(eval_source), steps, config.input.batch_size, dict(mesh.shape))
-  save_config(config, workdir)
+  logging.info("Stage 2: %d train / %d test examples; %d steps of batch %d on mesh %s.",
+               len(train_source), len(eval_source), steps, config.input.batch_size,
+               dict(mesh.shape))
+  logging.debug("F_cla parameters:\n%s", parameter_overview.get_parameter_overview(
+      setup.abstract_state.params, include_stats=False, max_lines=60))
   test_task = registry.eval_task(task, config.data)
-
-  writer = writers.MetricWriter(workdir)
-  writer.write_hparams(config.to_dict() if hasattr(config, "to_dict") else dict(config))
   keys = batch_keys(config, task)
-  loader = pipeline.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed, keys=keys,
-                                 worker_count=config.input.workers, prefetch=config.input.prefetch)
-  data_iter = iter(loader)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
-                                    best_metric=config.eval.best_metric,
-                                    best_mode=config.eval.best_mode)
-  if ckpt.latest_step() is not None:
-    state, start = ckpt.restore(setup.restore_target(), data_iter)
-  else:
-    state = jax.jit(lambda r: nn.unbox(init_fn(r)), out_shardings=state_shardings)(init_rng)
-    if config.init_from:
-      state = load_pretrained(state, config.init_from, config.init_from_key)
-    start = 0
-
-  if jax.process_index() == 0:
-    logging.info("F_cla parameters:\n%s", parameter_overview.get_parameter_overview(
-        setup.abstract_state.params, include_stats=False, max_lines=60))
-  batch_shardings = sharding.batch_sharding(mesh)
+  loader = data_loader.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
+                                 keys=keys, worker_count=config.input.workers,
+                                 prefetch=config.input.prefetch)
   repl = sharding.replicated(mesh)
   normalize_fn, frozen = load_online_normalizer(config)
   if frozen is not None:
     frozen = jax.device_put(frozen, repl)
-  train_step = jax.jit(make_train_step(model, task, config, tx, normalize_fn),
-                       in_shardings=(state_shardings, batch_shardings, repl, repl),
-                       out_shardings=(state_shardings, repl), donate_argnums=(0,))
-  eval_fn = jax.jit(make_eval_step(model, task, config, normalize_fn),
-                    in_shardings=(state_shardings.params, batch_shardings, repl), out_shardings=repl)
-
-  progress = writers.ProgressReport(num_train_steps=steps, batch_size=config.input.batch_size,
-                                    writer=writer, every_steps=config.log_every)
-  guard = multihost.PreemptionGuard(check_every=config.get("preemption_check_every", 10))
-  pending: list[dict[str, jax.Array]] = []
-  last_report: dict[str, Any] = {}
-  logging.info("Training from step %d to %d.", start, steps)
-  for step in range(start + 1, steps + 1):
-    batch = sharding.host_to_global(next(data_iter), mesh)
-    state, metrics = train_step(state, batch, step_rng, frozen)
-    pending.append(metrics)
-    if step % config.log_every == 0 or step == steps:
-      host = jax.device_get(pending)  # The only host sync, once per log interval.
-      pending = []
-      mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      mean["learning_rate"] = float(schedule(step - 1))
-      if not np.isfinite(host[-1]["training_loss"]) and config.nan_policy == "stop":
-        raise FloatingPointError(
-            f"non-finite training loss {host[-1]['training_loss']} at step {step} "
-            f"(components: { {k: v for k, v in host[-1].items() if k.startswith('loss/')} })")
-      writer.write_scalars(step, mean)
-      progress(step)
-    if step % config.eval_every == 0 or step == steps:
-      t0 = time.perf_counter()
-      report, arrays = evaluate(eval_fn, state.params, eval_source, test_task, config, mesh, keys,
-                                frozen)
-      scalars = scalar_metrics(report)
-      writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
-      router_figure(arrays, test_task, config, workdir, step, writer)
-      ckpt.save_best(step, state, scalars)
-      last_report = report
-      progress.exclude(time.perf_counter() - t0)
-    preempted = guard.should_stop(step)
-    if step % config.checkpoint_every == 0 or step == steps or step == stop_at or preempted:
-      t0 = time.perf_counter()
-      ckpt.save(step, state, data_iter, force=True)
-      progress.exclude(time.perf_counter() - t0)
-    if step == stop_at or preempted:
-      logging.info("Stopping at step %d (%s); the checkpoint resumes here.", step,
-                   "preempted" if preempted else "stop_at")
-      break
-  guard.close()
-  ckpt.close()
-  writer.close()
-  if not last_report and start >= steps:
-    logging.info("Nothing to do: checkpoint at step %d >= %d steps.", start, steps)
-  return {"state": state, "report": last_report, "steps": steps, "task": task}
+  eval_fn = jax.jit(make_eval_step(setup.model, task, config, normalize_fn),
+                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(mesh),
+                                  repl), out_shardings=repl)
+  evaluate, last = make_eval_hook(eval_fn, eval_source, test_task, config, mesh, keys, frozen,
+                                  workdir)
+  after_init = None
+  if config.init_from:
+    after_init = lambda s: s.replace(params=checkpointing.graft_params(  # noqa: E731
+        s.params, config.init_from, config.init_from_key))
+  stage = loop.Stage(
+      name="stage2", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
+      step_rng=setup.step_rng, abstract_state=setup.abstract_state,
+      state_shardings=setup.state_shardings,
+      train_step=make_train_step(setup.model, task, config, setup.tx, normalize_fn),
+      step_args=(frozen,), loader=loader, steps=steps, batch_size=config.input.batch_size,
+      schedule=setup.schedule, evaluate=evaluate, after_init=after_init,
+      best_metric=config.eval.best_metric, best_mode=config.eval.best_mode)
+  out = loop.run(config, workdir, stage, stop_at=stop_at, on_step=on_step)
+  return {**out, "report": last.get("report", {}), "task": task}

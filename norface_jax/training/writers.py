@@ -10,8 +10,10 @@ line. Only process 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 from typing import Any, Mapping
 
@@ -36,7 +38,7 @@ class MetricWriter:
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     values = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items())))
+    logging.debug("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items())))
     if not self._active:
       return
     if self._tb is not None:
@@ -89,40 +91,83 @@ def read_jsonl(logdir: str) -> list[dict[str, float]]:
 
 
 class ProgressReport:
-  """Reports steps/s, images/s and ETA every `every_steps` steps (like CLU's)."""
+  """One progress line per run: step, rate, loss and ETA.
+
+  On a terminal the line is redrawn in place (stderr); elsewhere (a log file, a test)
+  it is logged once per report. Rates leave out the time spent `paused()` (evaluation,
+  checkpoints) and, on the first report, the step that compiled.
+  """
 
   def __init__(self, *, num_train_steps: int, batch_size: int, writer: MetricWriter | None,
-               every_steps: int = 50):
+               every_steps: int = 50, name: str = "train", start_step: int = 0):
     self.num_train_steps = num_train_steps
     self.batch_size = batch_size
     self.writer = writer
     self.every_steps = max(1, every_steps)
+    self.name = name
     self._last_step: int | None = None
     self._last_time = 0.0
-    self._excluded = 0.0  # Seconds spent in evaluation/checkpoints since the last report.
+    self._excluded = 0.0  # Seconds spent paused since the last report.
+    self._start = start_step
+    self._tty = jax.process_index() == 0 and sys.stderr.isatty()
+    self._drawn = False
 
   def exclude(self, seconds: float) -> None:
     """Time not spent training (evaluation, checkpointing) that rates should ignore."""
     self._excluded += seconds
 
-  def __call__(self, step: int) -> dict[str, float] | None:
+  @contextlib.contextmanager
+  def paused(self):
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.exclude(time.perf_counter() - t0)
+
+  def __call__(self, step: int, scalars: Mapping[str, float] | None = None) -> dict[str, float] | None:
     now = time.perf_counter()
-    if self._last_step is None:
-      self._last_step, self._last_time = step, now
+    if self._last_step is None:  # The first call: its step compiled; rates start here.
+      self._last_step, self._last_time, self._excluded = step, now, 0.0
+      self._draw(step, None, scalars)
       return None
     if step - self._last_step < self.every_steps and step != self.num_train_steps:
       return None
     elapsed = max(now - self._last_time - self._excluded, 1e-9)
     steps_per_sec = (step - self._last_step) / elapsed
-    eta = (self.num_train_steps - step) / max(steps_per_sec, 1e-9)
     stats = {"steps_per_sec": steps_per_sec, "images_per_sec": steps_per_sec * self.batch_size}
-    logging.info("step %d/%d (%.1f%%): %.2f steps/s, %.1f images/s, ETA %s",
-                 step, self.num_train_steps, 100.0 * step / self.num_train_steps,
-                 steps_per_sec, stats["images_per_sec"], _hms(eta))
+    self._draw(step, stats, scalars)
     if self.writer is not None:
       self.writer.write_scalars(step, stats)
     self._last_step, self._last_time, self._excluded = step, now, 0.0
     return stats
+
+  def _draw(self, step: int, stats: Mapping[str, float] | None,
+            scalars: Mapping[str, float] | None) -> None:
+    n = self.num_train_steps
+    width = 20
+    filled = int(width * step / max(n, 1))
+    parts = [f"{self.name} [{'#' * filled}{'.' * (width - filled)}] {step}/{n}"]
+    if scalars and "training_loss" in scalars:
+      parts.append(f"loss {scalars['training_loss']:.4g}")
+    if stats is not None:
+      eta = (n - step) / max(stats["steps_per_sec"], 1e-9)
+      parts.append(f"{stats['steps_per_sec']:.2f} steps/s, {stats['images_per_sec']:.1f} img/s")
+      parts.append(f"ETA {_hms(eta)}")
+    elif step == self._start + 1:
+      parts.append("compiled" if self._start == 0 else f"resumed from step {self._start}")
+    line = " | ".join(parts)
+    if self._tty:
+      sys.stderr.write("\r" + line.ljust(100))
+      sys.stderr.flush()
+      self._drawn = True
+    elif jax.process_index() == 0:
+      logging.info("%s", line)
+
+  def close(self) -> None:
+    if self._drawn:
+      sys.stderr.write("\n")
+      sys.stderr.flush()
+      self._drawn = False
 
 
 def _hms(seconds: float) -> str:

@@ -1,6 +1,6 @@
 """Input-pipeline throughput: prepared data -> Grain loader (+ augmentation), images/s.
 
-  python -m norface_jax.data.benchmark_loader --dataset=affectnet --data_dir=DIR --workers=0,1,2
+  python -m norface_jax.benchmark.loader --dataset=affectnet --data_dir=DIR --workers=0,1,2
 
 Without --data_dir it writes a SynthFACS fixture in the dataset's raw layout at
 `--size`, prepares it in a temporary folder and reads that. For each worker count it
@@ -11,7 +11,6 @@ colour jitter) on the default JAX device.
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import time
 

@@ -79,6 +79,7 @@ def _checkpoint_dir(workdir: str, which: str) -> str:
 
 
 def _restore_cla(config, workdir: str, which: str, step: int | None) -> Restored:
+  from norface_jax.data import images as images_lib
   from norface_jax.training import checkpointing, stage2  # Lazy: heavy imports.
   config = _single_mesh(config)
   setup = stage2.build(config, num_train_examples=1)
@@ -100,7 +101,7 @@ def _restore_cla(config, workdir: str, which: str, step: int | None) -> Restored
 
   inputs = tuple(f"images_{s}" for s in m.streams)
   return Restored(params, int(step), kwargs, apply, inputs, config.data.image_size,
-                  preprocess=dict(mean=stage2.IMAGE_MEAN.tolist(), std=stage2.IMAGE_STD.tolist(),
+                  preprocess=dict(mean=images_lib.IMAGE_MEAN.tolist(), std=images_lib.IMAGE_STD.tolist(),
                                   scale=1 / 255.0))
 
 

@@ -1,6 +1,6 @@
 """Persons x iterations per second: one program for all persons vs the paper's loop.
 
-  python -m norface_jax.deepfn.benchmark --persons=8 --iterations=20 --size=64 --widths=8,16,32,64
+  python -m norface_jax.benchmark.deepfn_persons --persons=8 --iterations=20 --size=64 --widths=8,16,32,64
 
 Both train the same stacked states on the same draws; compile time is excluded (one
 warm-up call each).

@@ -17,8 +17,9 @@ import numpy as np
 from absl import logging
 
 from norface_jax.data import registry
-from norface_jax.evaluation import plots
+from norface_jax.evaluation import classifier_eval, plots
 from norface_jax.training import checkpointing, sharding, stage2
+from norface_jax.training import workdir as workdir_lib
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
@@ -34,7 +35,7 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, which: str =
 def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None = None,
                      which: str = "best", test_dataset: str = "") -> dict[str, Any]:
   """Evaluates a trained workdir on its test split (or another dataset's); writes JSON + PNGs."""
-  config = copy.deepcopy(config or stage2.load_config(workdir))
+  config = copy.deepcopy(config or workdir_lib.load_config(workdir))
   if test_dataset:
     config.data.test_dataset = test_dataset
     config.data.test_preset = test_dataset
@@ -47,8 +48,9 @@ def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None =
                                   sharding.replicated(setup.mesh)),
                     out_shardings=sharding.replicated(setup.mesh))
   config.eval.max_examples = 0  # The whole test set.
-  report, arrays = stage2.evaluate(eval_fn, params, eval_source, task, config, setup.mesh,
-                                   stage2.batch_keys(config, setup.task), frozen)
+  put = lambda batch: sharding.host_to_global(batch, setup.mesh)  # noqa: E731
+  report, arrays = classifier_eval.evaluate(eval_fn, params, eval_source, task, config, put,
+                                            stage2.batch_keys(config, setup.task), frozen)
   suffix = f"_{test_dataset}" if test_dataset else ""
   write_report(report, arrays, task, workdir, suffix, step)
   return report
@@ -71,7 +73,7 @@ def write_report(report: dict[str, Any], arrays: dict[str, np.ndarray], task, wo
     values = np.array([report[f"{key}/{n}"] for n in task.label_names])
     fig = plots.per_au_bars({key.upper(): values}, list(task.label_names), ylabel=key.upper())
     plots.save_figure(fig, os.path.join(workdir, f"per_au{suffix}.png"))
-  logging.info("Evaluation of %s at step %d: %s", workdir, step, stage2.scalar_metrics(report))
+  logging.info("Evaluation of %s at step %d: %s", workdir, step, classifier_eval.scalar_metrics(report))
 
 
 def cross_validate(config: ml_collections.ConfigDict, workdir: str,
@@ -84,7 +86,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str,
     fold_dir = os.path.join(workdir, f"fold{k}")
     result = stage2.train_and_evaluate(c, fold_dir)
     report = result["report"] or evaluate_workdir(fold_dir, config=c, which="latest")
-    per_fold.append(stage2.scalar_metrics(report))
+    per_fold.append(classifier_eval.scalar_metrics(report))
   keys = sorted(set.intersection(*(set(r) for r in per_fold)))
   mean = {k: float(np.mean([r[k] for r in per_fold])) for k in keys}
   if jax.process_index() == 0:

@@ -14,8 +14,11 @@ from typing import Iterator
 import jax
 import numpy as np
 from absl import logging
+
 from norface_jax.data.images import load_image
-from norface_jax.training import evaluate, sharding, stage2
+from norface_jax.inference import evaluate
+from norface_jax.training import sharding, stage2
+from norface_jax.training import workdir as workdir_lib
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -42,7 +45,7 @@ def _batches(paths: list[str], batch_size: int) -> Iterator[list[str]]:
 def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
                    batch_size: int = 64, which: str = "best", skip_bad: bool = False) -> int:
   """Predicts every image under `images` into the CSV `out`; returns the row count."""
-  config = stage2.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   two_streams = stage2.uses_normalized(config) and not stage2.online(config)
   mode = config.data.normalization
   if two_streams:

@@ -1,6 +1,6 @@
 """Measures a trained stage 1 on SynthFACS: expression and identity consistency, a grid.
 
-  python -m norface_jax.training.stage1_report --workdir=workdirs/stage1 \
+  python -m norface_jax.inference.stage1_report --workdir=workdirs/stage1 \
       [--perception_dir=W] [--max_examples=256] [--grid=docs/images/stage1_grid.png]
 
 Expression consistency: the independent AU-intensity regressor (`eval_au` of the
@@ -27,8 +27,11 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
+from norface_jax.data import images as images_lib
 from norface_jax.data import registry
-from norface_jax.training import normalize, perception_train, sharding, stage1
+from norface_jax.evaluation import consistency
+from norface_jax.inference import normalize
+from norface_jax.training import perception_nets, sharding, stage1
 
 
 
@@ -60,12 +63,13 @@ def report(workdir: str, perception_dir: str = "", target: str = "", max_example
   """The measurements on `split` ("test": identities F_nor never saw; "train": its own
   training faces, to tell what it cannot learn from what does not generalise)."""
   config, gen, params, step = stage1.load_generator(workdir)
-  perception = perception_train.load(perception_dir or config.perception_dir)
-  target_u8, subject = normalize.load_target(target or config.target, config.data)
+  perception = perception_nets.load(perception_dir or config.perception_dir)
+  target_u8, subject = images_lib.load_target(target or config.target, config.data)
   fn = normalize.make_normalize_fn(gen, params, target_u8)
   mesh = sharding.make_mesh([("data", -1)])
   source = registry.make_source(stage1.eval_data(config, subject), split, task="au_intensity")
-  result = stage1.evaluate_consistency(fn, source, perception, subject, mesh,
+  result = consistency.evaluate_consistency(fn, source, perception, subject,
+                                            sharding.batch_sharding(mesh),
                                        batch_size=int(config.input.eval_batch_size),
                                        max_examples=max_examples, target_u8=target_u8,
                                        exp_output=config.get("exp_output", "embedding"))

@@ -17,7 +17,7 @@ with a Linear embedding head as `fc`.
 
 The directory holds `perception.json` (`kind: "imported"`, each net's architecture
 spec, the source files) and an Orbax checkpoint of the variables;
-`perception_train.load` reads it back (no `eval_au`/`eval_id`: stage 1's evaluation
+`training.perception_nets.load` reads it back (no `eval_au`/`eval_id`: stage 1's evaluation
 against independent networks skips itself).
 """
 
@@ -27,15 +27,14 @@ import json
 import os
 from typing import Any, Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from norface_jax.interop import torch_perception as tp
-from norface_jax.models import fan, perception, resnet
-from norface_jax.training import checkpointing
+from norface_jax.models import fan, perception
+from norface_jax.training import checkpointing, perception_nets
 
 NETS = ("vgg", "identity", "landmarks", "expression", "eyebrow")
 LAYOUTS = {"vgg": "a torchvision VGG state_dict (features.N.weight)",
@@ -72,30 +71,6 @@ def read_state_dict(path: str, name: str) -> dict[str, np.ndarray]:
       v = v.detach().float().numpy()
     if isinstance(v, np.ndarray):
       out[k[len("module."):] if k.startswith("module.") else k] = v.astype(np.float32)
-  return out
-
-
-def build_modules(specs: Mapping[str, Mapping[str, Any]]) -> dict[str, nn.Module]:
-  """The Flax modules of `perception.json`'s `imported` specs."""
-  out = {}
-  for name, s in specs.items():
-    arch = s["arch"]
-    if arch == "vgg":
-      out[name] = perception.VGGFeatures(tuple(s["cfg"]), s["num_outputs"], s["input_size"])
-    elif arch == "iresnet":
-      out[name] = perception.IResNet(tuple(s["layers"]), tuple(s["widths"]), s["num_features"],
-                                     s["final_bn"], s["input_size"])
-    elif arch == "fan":
-      out[name] = fan.FAN(s["num_modules"], s["input_size"], s["temperature"])
-    elif arch == "resnet":
-      out[name] = resnet.ResNet(tuple(s["layers"]), s["block"], s["num_outputs"],
-                                s["input_size"], s["normalize"])
-    elif arch == "deca_flame":
-      channels = s["exp_channels"]
-      out[name] = resnet.FlameEncoder(None if channels is None else tuple(channels),
-                                      s["input_size"])
-    else:
-      raise ValueError(f"perception.json: net {name!r} has unknown arch {arch!r}")
   return out
 
 
@@ -150,7 +125,7 @@ def import_perception(paths: Mapping[str, str], *, image_size: int = 256,
     logging.info("Imported %s from %s: %s", name, paths[name], specs[name])
   meta = {"kind": "imported", "image_size": int(image_size), "imported": specs,
           "sources": {n: os.path.abspath(paths[n]) for n in NETS}}
-  return perception.PerceptionNets(build_modules(specs), variables, meta)
+  return perception.PerceptionNets(perception_nets.build_imported_modules(specs), variables, meta)
 
 
 def write(nets: perception.PerceptionNets, perception_dir: str) -> str:
@@ -165,20 +140,6 @@ def write(nets: perception.PerceptionNets, perception_dir: str) -> str:
   with open(os.path.join(perception_dir, "perception.json"), "w") as f:
     json.dump(nets.meta, f, indent=1)
   return perception_dir
-
-
-def read(perception_dir: str, meta: Mapping[str, Any]) -> perception.PerceptionNets:
-  """The imported networks of a directory `write` made (`meta`: its perception.json)."""
-  modules = build_modules(meta["imported"])
-  x = jnp.zeros((1, 64, 64, 3), jnp.float32)  # Every net resizes inside; shapes only.
-  repl = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("d",)),
-                                    jax.sharding.PartitionSpec())
-  abstract = {name: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                                 jax.eval_shape(m.init, jax.random.key(0), x))
-              for name, m in modules.items()}
-  variables, _ = checkpointing.restore_state_only(
-      os.path.join(perception_dir, "checkpoints"), abstract)
-  return perception.PerceptionNets(modules, {k: dict(v) for k, v in variables.items()}, dict(meta))
 
 
 def import_to_dir(paths: Mapping[str, str], out: str, **options: Any) -> str:

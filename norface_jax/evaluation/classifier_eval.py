@@ -1,0 +1,67 @@
+"""Stage 2's evaluator: a compiled eval step over a split, the task's metrics, Fig. 8.
+
+It takes functions, not workdirs (as big_vision's evaluators do): `eval_fn(params, batch,
+frozen) -> {preds, labels, valid[, topk_idx]}` with global outputs, and `put(batch)`,
+which turns a per-process NumPy batch into the step's global arrays. The trainer calls it
+every `eval_every` steps; `launch/evaluate.py` calls it on a restored workdir.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from norface_jax.data import loader as data_loader
+from norface_jax.data import registry
+from norface_jax.evaluation import plots
+
+
+def evaluate(eval_fn: Callable, params: Any, source: Any, task: Any, config: Any,
+             put: Callable[[dict[str, np.ndarray]], Any], keys: tuple[str, ...],
+             frozen: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+  """Runs the split; returns (the task's report, raw arrays: preds, labels[, topk_idx]).
+
+  `task` is the evaluation task (`registry.eval_task`): across datasets it covers the
+  labels both share, and the matching prediction columns are taken.
+  """
+  _, columns = registry.eval_columns(config.data, config.task)
+  preds, labels, topk = [], [], []
+  for batch in data_loader.eval_batches(source, batch_size=config.input.eval_batch_size, keys=keys,
+                                     max_examples=config.eval.get("max_examples", 0)):
+    out = jax.device_get(eval_fn(params, put(batch), frozen))
+    valid = out["valid"].astype(bool)
+    preds.append(out["preds"][valid])
+    labels.append(out["labels"][valid])
+    if "topk_idx" in out:
+      topk.append(out["topk_idx"][valid])
+  preds_np, labels_np = np.concatenate(preds), np.concatenate(labels)
+  if columns is not None:
+    preds_np = preds_np[:, columns]
+  report = task.report(preds_np, labels_np)
+  arrays = {"preds": preds_np, "labels": labels_np}
+  if topk:
+    arrays["topk_idx"] = np.concatenate(topk)
+  return report, arrays
+
+
+def scalar_metrics(report: dict[str, Any]) -> dict[str, float]:
+  """The report's scalars (per-AU arrays and strings left out)."""
+  return {k: float(v) for k, v in report.items() if np.ndim(v) == 0 and not isinstance(v, str)}
+
+
+def router_figure(arrays: dict[str, np.ndarray], task: Any, num_experts: int, workdir: str,
+                  step: int, writer: Any) -> None:
+  """The paper's Fig. 8: experts x labels heatmap of the output MoE's top-k routing."""
+  if "topk_idx" not in arrays or num_experts <= 0:
+    return
+  matrix = plots.router_label_matrix(arrays["topk_idx"], task.positive_labels(arrays["labels"]),
+                                     num_experts)
+  fig = plots.router_heatmap(matrix, [f"E{e + 1}" for e in range(num_experts)],
+                             list(task.label_names), title=f"Output MoE top-k routing, step {step}")
+  if jax.process_index() == 0:
+    plots.save_figure(fig, os.path.join(workdir, "router_heatmap.png"))
+  if writer is not None:
+    writer.write_images(step, {"router_heatmap": plots.figure_to_array(fig)})
