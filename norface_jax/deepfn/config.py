@@ -20,6 +20,12 @@ def protocol_config(arg: str | None, *, dataset: str,
                 mode="", save="")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Resumable runs (the same command continues a stopped one; see deepfn/protocol.py):
+  # stop after the autoencoder chunk that reaches this iteration, as a preemption would
+  # (0 = never); and what a non-finite AE loss does: "stop" (raise) or "skip" (the
+  # iteration leaves the autoencoder as it was).
+  c.stop_at = 0
+  c.nan_policy = "stop"
   # "" | "ae" | "lenet" | "all": write those trained networks to <workdir>/params/
   # (`deepfn.saved`, exportable with launch/export_torch.py --deepfn=...). Off by default:
   # at paper sizes an autoencoder is ~300 MB and a protocol trains one per person.

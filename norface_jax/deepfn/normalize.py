@@ -8,6 +8,10 @@ template subject, and the faces are written in the paired layout of stage 2's
 `precomputed` mode (`registry.PairedFolderSource`), as `launch/normalize.py` does for
 Norface's F_nor. The faces are DeepFN's: grey, histogram-equalized, `ae_size` pixels,
 resized to the dataset's image size and stored as RGB with three equal channels.
+
+The autoencoders checkpoint under `<out_dir>/deepfn_ae/` after every chunk of iterations:
+a rerun into the same `out_dir` (with the same settings, which it checks) continues from
+the last chunk, with the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from PIL import Image
 
 from norface_jax.data import images as images_lib
 from norface_jax.data import registry
+from norface_jax.deepfn import ae_train
 from norface_jax.deepfn import data as data_lib
 from norface_jax.deepfn import protocol
 
@@ -40,13 +45,16 @@ def _pool_and_paths(source: Any, name: str, au_names) -> tuple[data_lib.Pool, li
 
 def normalize_dataset(deepfn_config: ml_collections.ConfigDict, data_config: Any,
                       template_subject: int, out_dir: str,
-                      splits: tuple[str, ...] = ("train", "test")) -> dict[str, Any]:
+                      splits: tuple[str, ...] = ("train", "test"), *,
+                      guard: Any = None) -> dict[str, Any]:
   """Writes D_y(E(x)) of every face of `splits` under `out_dir`; returns training info.
 
-  `deepfn_config`: a DeepFN protocol config (its `preprocess`, `ae` and `seed`);
-  `data_config`: the stage-2 `config.data` (normalization ignored); `template_subject`:
-  the subject id (as the items' `subject`) of the template person, who must appear in
-  the first split.
+  `deepfn_config`: a DeepFN protocol config (its `preprocess`, `ae`, `seed`, and the
+  optional `nan_policy` and `stop_at`); `data_config`: the stage-2 `config.data`
+  (normalization ignored); `template_subject`: the subject id (as the items' `subject`)
+  of the template person, who must appear in the first split. `guard`: a
+  `multihost.PreemptionGuard` to stop at on SIGTERM. A stopped run (guard or `stop_at`)
+  writes no faces and returns info with 'stopped' set.
   """
   data = ml_collections.ConfigDict(dict(data_config))
   data.normalization = "none"
@@ -60,8 +68,15 @@ def normalize_dataset(deepfn_config: ml_collections.ConfigDict, data_config: Any
                      f"(subjects {pools[splits[0]].subjects()})")
   cfg = ml_collections.ConfigDict(deepfn_config.to_dict())
   cfg.preprocess.lenet_size = int(data.image_size)  # Outputs at the stage-2 image size.
+  ae_dir = os.path.join(out_dir, "deepfn_ae")
+  protocol.check_same_run(os.path.join(ae_dir, "run_config.json"), dict(
+      deepfn={k: v for k, v in cfg.to_dict().items() if k not in protocol.RESUME_FREE_KEYS},
+      data=data.to_dict(), template=int(template_subject), splits=list(splits)))
   t0 = time.perf_counter()
-  faces, info = protocol.normalize_pools(cfg, pools, (splits[0], template_subject))
+  faces, info = protocol.normalize_pools(cfg, pools, (splits[0], template_subject),
+                                         control=ae_train.Control(workdir=ae_dir, guard=guard))
+  if info.get("stopped"):
+    return info
   for split in splits:
     out = np.clip(np.round(faces[split]["deepfn"][..., 0] * 255.0), 0, 255).astype(np.uint8)
     for img, rel in zip(out, paths[split]):

@@ -8,6 +8,13 @@ and repetition: 4 training, 2 validation and the remaining subjects for testing
 best validation F1. Score of a test subject: mean over AUs of (F1 + accuracy) / 2.
 Samples for the statistics: every (repetition, direction, test subject) score; two-sample
 t-tests (`scipy.stats.ttest_ind`) between conditions.
+
+Resumable: the autoencoders checkpoint after every chunk of iterations (`ae_train.train`,
+in `<workdir>/ae/checkpoints`) and each split's records are appended to
+`<workdir>/progress.jsonl` as it completes. On SIGTERM (or at `config.stop_at`, an AE
+iteration) the run stops after the current chunk or split and returns; the same command
+then restores the autoencoders, skips the splits already done (the split and seed draws
+are replayed, so every later split is the same) and ends with the same table.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -30,6 +37,7 @@ from norface_jax.deepfn import data as data_lib
 from norface_jax.deepfn import preprocess
 from norface_jax.deepfn import saved
 from norface_jax.deepfn import template as template_lib
+from norface_jax.training import multihost
 
 INPUTS = ("original", "deepfn")
 GROUPS = ("person", "gender", "skin", "dataset")
@@ -162,12 +170,17 @@ def _resize_float(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize_pools(config, pools: dict, template: tuple[str, int],
-                    save_dir: str | None = None) -> tuple[dict, dict]:
+                    save_dir: str | None = None,
+                    control: ae_train.Control | None = None) -> tuple[dict, dict]:
   """Trains one autoencoder per non-template person and normalizes their frames.
 
   Returns ({pool: {'original', 'deepfn'} arrays (N, L, L, 1)}, AE training info). With
   `save_dir`, each person's autoencoder is saved there as `ae_<pool>_<subject>`.
+  `control`: checkpoint directory, preemption guard and hook (`ae_train.Control`); the
+  NaN policy and `stop_at` come from the config. A stopped run returns ({}, info) with
+  info['stopped'] set.
   """
+  policy = ae_train.nan_policy(config)
   ae_size, lenet_size, histeq = (config.preprocess.ae_size, config.preprocess.lenet_size,
                                  config.preprocess.histeq)
   ae_in = {d: _chunked(lambda c: preprocess.preprocess_jit(c, ae_size, histeq), p.images)
@@ -176,7 +189,9 @@ def normalize_pools(config, pools: dict, template: tuple[str, int],
   images_y = ae_in[tdata][pools[tdata].subject == tsubj]
   persons = [(d, s) for d, p in pools.items() for s in p.subjects() if (d, s) != template]
   rows = [np.flatnonzero(pools[d].subject == s) for d, s in persons]
-  trainer = ae_train.make_trainer(config.ae)
+  trainer = ae_train.make_trainer(config.ae, skip_nonfinite=policy == "skip")
+  if config.ae.mode not in ("program", "loop"):
+    raise ValueError(f"config.ae.mode={config.ae.mode!r}; expected 'program' or 'loop'")
   # loop: the paper's one-by-one training on one device; program: persons over all devices.
   mesh = ae_train.person_mesh(None if config.ae.mode == "program" else
                               jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",)))
@@ -186,17 +201,17 @@ def normalize_pools(config, pools: dict, template: tuple[str, int],
   keys = jax.random.split(jax.random.PRNGKey(config.seed), len(n_x) * 2)
   init_keys, run_keys = keys[:len(n_x)], keys[len(n_x):]
   states = ae_train.init_persons(trainer, init_keys, ae_size, mesh)
+  control = dataclasses.replace(control or ae_train.Control(), nan_policy=policy,
+                                stop_at=int(config.get("stop_at", 0)),
+                                names=[f"{d}:{s}" for d, s in persons])
   t0 = time.time()
-  if config.ae.mode == "program":
-    states, metrics = ae_train.train_persons(
-        trainer, states, images_x, n_x, images_y, run_keys, config.ae.iterations, mesh,
-        config.ae.steps_per_call, config.ae.person_chunk)
-  elif config.ae.mode == "loop":
-    states, metrics = ae_train.train_one_at_a_time(
-        trainer, states, images_x, n_x, images_y, run_keys, config.ae.iterations)
-  else:
-    raise ValueError(f"config.ae.mode={config.ae.mode!r}; expected 'program' or 'loop'")
+  states, metrics, status = ae_train.train(
+      trainer, states, images_x, n_x, images_y, run_keys, config.ae.iterations, mesh,
+      mode=config.ae.mode, steps_per_call=config.ae.steps_per_call,
+      person_chunk=config.ae.person_chunk, control=control)
   seconds = time.time() - t0
+  if status["stopped"]:
+    return {}, {"persons": len(persons), "iterations": config.ae.iterations, **status}
   normalized = ae_train.normalize_persons(trainer, states, images_x, mesh)
   if save_dir:
     host = jax.device_get(states.params)
@@ -217,6 +232,7 @@ def normalize_pools(config, pools: dict, template: tuple[str, int],
         deepfn[r] = normalized[i, :len(r)]
     out[d]["deepfn"] = _resize_float(deepfn, lenet_size)
   info = {"persons": len(persons), "iterations": config.ae.iterations, "seconds": seconds,
+          "resumed_at": status["start"], "nonfinite": status["nonfinite"],
           "final_loss_x": float(np.mean(metrics["loss_x"][:len(persons), -1])),
           "final_loss_y": float(np.mean(metrics["loss_y"][:len(persons), -1])),
           "first_loss_x": float(np.mean(metrics["loss_x"][:len(persons), 0]))}
@@ -275,10 +291,85 @@ def run_split(config, pools, inputs, split: Split, aus, trainers, seed: int,
   return records
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  """The whole protocol; writes deepfn_table.md, deepfn_protocol.png, records.json."""
-  t_start = time.time()
+# Keys that may change between a run and its resumption (they change no result).
+RESUME_FREE_KEYS = ("command", "stop_at", "save_params", "nan_policy")
+
+
+def check_same_run(path: str, meta: dict[str, Any]) -> None:
+  """Writes `meta` (what the results depend on) to `path`, or checks it equals what a
+  previous run wrote there, so that a resumed run never mixes in another run's state."""
+  meta = json.loads(json.dumps(meta, sort_keys=True, default=str))
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != meta:
+      diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+      raise ValueError(f"{path}: this directory holds a run with other settings (differing: "
+                       f"{diff}); use a new directory or delete it to start over")
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  _write_atomic(path, json.dumps(meta, indent=1, sort_keys=True))
+
+
+def _write_atomic(path: str, text: str) -> None:
+  if jax.process_index() != 0:  # One writer when several processes share the workdir.
+    return
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def read_progress(path: str) -> dict[str, list[dict]]:
+  """Split key -> records of the splits done (`progress.jsonl`; a torn last line dropped)."""
+  if not os.path.exists(path):
+    return {}
+  done, lines = {}, []
+  with open(path) as f:
+    for line in f:
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError:
+        logging.warning("%s: dropping an incomplete line (the run was killed writing it).", path)
+        continue
+      done[entry["split"]] = entry["records"]
+      lines.append(line if line.endswith("\n") else line + "\n")
+  _write_atomic(path, "".join(lines))  # Appends start on a clean line.
+  return done
+
+
+def _append_progress(path: str, key: str, records: list[dict]) -> None:
+  if jax.process_index() != 0:
+    return
+  with open(path, "a") as f:
+    f.write(json.dumps({"split": key, "records": records}) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def run(config, workdir: str, *, on_chunk: Callable[[int], None] | None = None
+        ) -> dict[str, Any]:
+  """The whole protocol; writes deepfn_table.md, deepfn_protocol.png, records.json.
+
+  Returns {summary, info, records, stopped}; a run stopped by SIGTERM or `config.stop_at`
+  returns {stopped: 'preempted' | 'stop_at'} early, and the same call resumes it.
+  `on_chunk(iteration)` is called after each autoencoder chunk (tests signal there).
+  """
+  ae_train.nan_policy(config)  # Validated before any work.
+  save = config.get("save_params", "")
+  if save not in ("", "ae", "lenet", "all"):
+    raise ValueError(f"config.save_params={save!r}; expected '', 'ae', 'lenet' or 'all'")
   os.makedirs(workdir, exist_ok=True)
+  check_same_run(os.path.join(workdir, "run_config.json"),
+                 {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE_KEYS})
+  guard = multihost.PreemptionGuard()
+  try:
+    return _run(config, workdir, guard, on_chunk)
+  finally:
+    guard.close()
+
+
+def _run(config, workdir: str, guard: multihost.PreemptionGuard, on_chunk) -> dict[str, Any]:
+  t_start = time.time()
   main, other = config.data.dataset, config.data.cross_dataset
   pools = {}
   for d in (main, other) if "dataset" in config.protocol.groups else (main,):
@@ -290,11 +381,12 @@ def run(config, workdir: str) -> dict[str, Any]:
   template = (main, tsubj)
   logging.info("DeepFN template: %s subject %d", main, tsubj)
   save = config.get("save_params", "")
-  if save not in ("", "ae", "lenet", "all"):
-    raise ValueError(f"config.save_params={save!r}; expected '', 'ae', 'lenet' or 'all'")
   save_dir = os.path.join(workdir, "params")
+  control = ae_train.Control(workdir=os.path.join(workdir, "ae"), guard=guard, on_chunk=on_chunk)
   inputs, ae_info = normalize_pools(config, pools, template,
-                                    save_dir if save in ("ae", "all") else None)
+                                    save_dir if save in ("ae", "all") else None, control)
+  if ae_info.get("stopped"):
+    return {"stopped": ae_info["stopped"], "info": {"ae": ae_info}}
   analysis_pools = dict(pools)
   analysis_pools[main] = _take(pools[main], [s for s in pools[main].subjects() if s != tsubj])
   # Row order is unchanged by _take only when the template's rows are dropped consistently.
@@ -306,19 +398,33 @@ def run(config, workdir: str) -> dict[str, Any]:
     trainers[n] = classify.make_trainer(config.lenet, n)
   p = config.protocol
   records = []
+  progress = os.path.join(workdir, "progress.jsonl")
+  done = read_progress(progress)
+  if done:
+    logging.info("DeepFN: %d splits done already (%s), skipped.", len(done), progress)
   rng = np.random.default_rng(config.seed)
   for rep in range(p.repetitions):
     for group in p.groups:
       aus = common if group == "dataset" else pools[main].au_names
       for analysis in ("within", "cross"):
+        # Splits and seeds are drawn for done splits too: later ones stay the same.
         splits = make_splits(group, analysis, analysis_pools, main, other, rng, p.n_train,
                              p.n_val, p.person_dependent_persons)
         for i, split in enumerate(splits):
           seed = int(rng.integers(2**31))
+          key = f"rep{rep}/{group}/{analysis}/{i}"
+          if key in done:
+            records += done[key]
+            continue
           stem = (os.path.join(save_dir, f"lenet_rep{rep}_{group}_{analysis}_{i}")
                   if save in ("lenet", "all") else None)
-          for r in run_split(config, analysis_pools, inputs, split, aus, trainers, seed, stem):
-            records.append({"rep": rep, **r})
+          recs = [{"rep": rep, **r} for r in run_split(config, analysis_pools, inputs, split,
+                                                       aus, trainers, seed, stem)]
+          _append_progress(progress, key, recs)
+          records += recs
+          if guard.should_stop(len(records)):
+            logging.warning("DeepFN: preempted after split %s; the same command resumes.", key)
+            return {"stopped": "preempted", "info": {"ae": ae_info}}
       logging.info("rep %d group %s done (%.0f s)", rep, group, time.time() - t_start)
   summary = summarize(records)
   info = {"template": f"{main}:{tsubj}", "ae": ae_info, "seconds": time.time() - t_start,
@@ -332,7 +438,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   report.write_chart(os.path.join(workdir, "deepfn_protocol.png"), summary)
   report.write_examples(os.path.join(workdir, "deepfn_examples.png"), pools, inputs, main, other,
                         template)
-  return {"summary": summary, "info": info, "records": records}
+  return {"summary": summary, "info": info, "records": records, "stopped": ""}
 
 
 def summarize(records: list[dict]) -> dict[str, Any]:
