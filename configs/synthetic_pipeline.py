@@ -74,7 +74,7 @@ def get_config(arg=None):
     c.cla = dict(frames_per_subject=2, test_frames_per_subject=2, batch=16, lr=1e-3,
                  warmup_steps=1, steps=2, pool="cls", init_from_mae=False)
     c.probes = dict(linear_steps=2, cnn_steps=2, cnn_batch=8, cnn_widths=(4, 4, 4))
-    c.deepfn_ae = dict(iterations=2, steps_per_call=2)
+    c.deepfn_ae = dict(iterations=2, steps_per_call=2, batch_size=2)
     c.ablations = ("m0",)
     c.perception_nets = dict(widths=(8, 8, 16, 16), vgg_cfg=(8, "M", 16, 16),
                              eval_cfg=(8, "M", 16))

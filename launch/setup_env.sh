@@ -16,4 +16,7 @@ links=()
 for d in "${NORFACE_WHEELS:-}" /opt/wheels; do
   if [ -n "$d" ] && [ -d "$d" ]; then links+=(--find-links "$d"); fi
 done
-VIRTUAL_ENV=.venv $UV pip install -q "${links[@]}" -e ".[dev]"
+# --compile-bytecode: every Python process (tests start dozens) then loads .pyc files
+# instead of compiling jax, flax and torch from source (about 5 s each where
+# PYTHONDONTWRITEBYTECODE is set).
+VIRTUAL_ENV=.venv $UV pip install -q --compile-bytecode "${links[@]}" -e ".[dev]"

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
+# The project's own modules get .pyc files too (the environment may forbid writing them).
+unset PYTHONDONTWRITEBYTECODE
 workers=${NORFACE_TEST_WORKERS:-2}
 par=()
 if [ "$workers" != "0" ]; then par=(-n "$workers" --dist loadfile); fi

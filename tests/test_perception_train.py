@@ -1,6 +1,7 @@
 """The SynthFACS perception trainer runs, saves, and `load` rebuilds what stage 1 uses."""
 
 import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -14,27 +15,46 @@ from norface_jax.training import perception_nets, perception_train, writers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_perception_train_and_load(tmp_path):
+def tiny_perception_config():
+  """The perception trainer at test size, with the expression head on all 17 AUs
+  (shared by the guarantees and multi-host tests, so each program compiles once)."""
   c = configlib.load_config(os.path.join(ROOT, "configs", "perception_synthfacs.py")
-                            + ":steps=2,frames=1,batch=16")
+                            + ":steps=4,frames=1,batch=16,exp_targets=all")
   c.nets.widths = (8, 8, 16, 16)
   c.nets.vgg_cfg = (8, "M", 16, 16)
   c.nets.eval_cfg = (8, "M", 16)
   c.log_every = 1
   c.mesh = (("data", 8),)
-  result = perception_train.train_and_evaluate(c, str(tmp_path))
+  return c
+
+
+def test_perception_train_sigterm_resume_and_load(tmp_path):
+  c = tiny_perception_config()
+  result = perception_train.train_and_evaluate(c, str(tmp_path / "full"))
+  # A real SIGTERM after step 2: checkpointed, no quality.json yet; the rerun resumes
+  # and ends bit-identical to the uninterrupted run.
+  kill = lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 2 else None  # noqa: E731
+  c.evaluate = False
+  cut = perception_train.train_and_evaluate(c, str(tmp_path / "cut"), on_step=kill)
+  assert cut["stopped"] == "preempted" and int(cut["state"].step) == 2
+  assert cut["quality"] == {} and not os.path.exists(tmp_path / "cut" / "quality.json")
+  resumed = perception_train.train_and_evaluate(c, str(tmp_path / "cut"))
+  assert resumed["start"] == 2
+  for a, b in zip(jax.tree.leaves(jax.device_get(result["state"])),
+                  jax.tree.leaves(jax.device_get(resumed["state"]))):
+    np.testing.assert_array_equal(a, b)
   # The quality of the networks on unseen faces is measured at the end (quality.json).
   q = result["quality"]
-  for k in ("expression/icc", "eval_au/icc", "landmarks/rmse_px", "eyebrow/rmse",
-            "identity/accuracy_heldout_frames", "eval_id/accuracy_heldout_frames"):
+  for k in ("expression/icc", "expression/icc_all_aus", "eval_au/icc", "landmarks/rmse_px",
+            "eyebrow/rmse", "identity/accuracy_heldout_frames", "eval_id/accuracy_heldout_frames"):
     assert np.isfinite(q[k]), k
   assert 0.0 <= q["identity/accuracy_heldout_frames"] <= 1.0
   assert q["n_test"] == 14  # bp4d fold 0: 14 test subjects x 1 frame
-  logs = [row for row in writers.read_jsonl(str(tmp_path)) if "training_loss" in row]
+  logs = [row for row in writers.read_jsonl(str(tmp_path / "full")) if "training_loss" in row]
   for k in ("loss/identity", "loss/landmarks", "loss/expression", "loss/eyebrow", "loss/vgg_id",
             "loss/eval_au", "loss/eval_id"):
     assert k in logs[-1] and np.isfinite(logs[-1][k]), k
-  nets = perception_nets.load(str(tmp_path))
+  nets = perception_nets.load(str(tmp_path / "full"))
   x = jnp.zeros((2, 64, 64, 3))
   f = nets.functions()
   assert [a.shape for a in f["vgg"](nets.variables["vgg"], x)] == [(2, 32, 32, 16)] * 2
@@ -42,6 +62,20 @@ def test_perception_train_and_load(tmp_path):
   assert f["landmarks"](nets.variables["landmarks"], x).shape == (2, 68, 2)
   assert f["eyebrow"](nets.variables["eyebrow"], x).shape == (2, 4)
   assert len(nets.meta["subjects"]) == 27  # bp4d fold 0 training subjects
+  # exp_targets=all: the expression head regresses every SynthFACS AU (a whole-face
+  # embedding, as FECNet's), and `load` rebuilds the 17-output head.
+  head = nets.variables["expression"]["params"]
+  assert any(np.shape(leaf)[-1:] == (17,) for leaf in jax.tree_util.tree_leaves(head))
+
+
+def test_expression_targets_by_name():
+  c = tiny_perception_config()
+  assert perception_nets.exp_au_names(c.nets, ["AU6"]) == [f"AU{a}" for a in labels.SYNTH_AUS]
+  c.nets.exp_targets = "dataset"
+  assert perception_nets.exp_au_names(c.nets, ["AU6"]) == ["AU6"]
+  c.nets.exp_targets = "some"
+  with pytest.raises(ValueError, match="exp_targets='some'"):
+    perception_nets.exp_au_names(c.nets, ["AU6"])
 
 
 def test_synthetic_stage1_trains_its_perception_nets_once(tmp_path, monkeypatch):
@@ -68,22 +102,3 @@ def _fake_trained(workdir, c):
   open(os.path.join(workdir, "perception.json"), "w").write("{}")
 
 
-def test_expression_head_on_all_17_aus(tmp_path):
-  """exp_targets=all: the expression head regresses every SynthFACS AU (a whole-face
-  embedding, as FECNet's), is scored on all 17 and on the dataset's columns, and `load`
-  rebuilds the 17-output head."""
-  c = configlib.load_config(os.path.join(ROOT, "configs", "perception_synthfacs.py")
-                            + ":steps=2,frames=1,batch=16,exp_targets=all")
-  c.nets.widths = (8, 8, 16, 16)
-  c.nets.vgg_cfg = (8, "M", 16, 16)
-  c.nets.eval_cfg = (8, "M", 16)
-  q = perception_train.train_and_evaluate(c, str(tmp_path))["quality"]
-  assert np.isfinite(q["expression/icc_all_aus"]) and np.isfinite(q["expression/icc"])
-  nets = perception_nets.load(str(tmp_path))
-  head = nets.variables["expression"]["params"]
-  assert any(np.shape(leaf)[-1:] == (17,) for leaf in jax.tree_util.tree_leaves(head))
-  assert perception_nets.exp_au_names(c.nets, ["AU6"]) == [f"AU{a}" for a in labels.SYNTH_AUS]
-  bad = c.nets.copy_and_resolve_references()
-  bad.exp_targets = "some"
-  with pytest.raises(ValueError, match="exp_targets='some'"):
-    perception_nets.exp_au_names(bad, ["AU6"])

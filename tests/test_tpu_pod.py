@@ -5,7 +5,6 @@ import shlex
 import subprocess
 import sys
 
-import jax
 import pytest
 
 from norface_jax import configlib, tpu_pod
