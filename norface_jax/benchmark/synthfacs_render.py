@@ -1,6 +1,6 @@
 """Renderer throughput: faces/s, median over repeats after a warm-up.
 
-  python -m norface_jax.data.synthfacs.benchmark --size 128
+  python -m norface_jax.benchmark.synthfacs_render --size 128
 """
 
 from __future__ import annotations
