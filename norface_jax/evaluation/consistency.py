@@ -97,17 +97,15 @@ class ConsistencyEval:
     else:
       drop = ()
     rows: dict[str, list[np.ndarray]] = {}
-    seen = 0
-    for batch in data_loader.eval_batches(source, batch_size=batch_size, keys=keys):
+    # The first `max_examples` items, split over the processes (not each process's first).
+    for batch in data_loader.eval_batches(source, batch_size=batch_size, keys=keys,
+                                          max_examples=max_examples):
       batch = {k: jax.make_array_from_process_local_data(self.bs, x) for k, x in batch.items()}
       out = jax.device_get(self.measure(params, batch, jnp.asarray(target_u8, jnp.uint8)))
       valid = np.asarray(out.pop("valid")).astype(bool)
       for key, val in out.items():
         if key not in drop:
           rows.setdefault(key, []).append(np.asarray(val)[valid])
-      seen += int(valid.sum())
-      if max_examples and seen >= max_examples:
-        break
     r = {k: np.concatenate(val) if val else np.zeros(0) for k, val in rows.items()}
     names = meta["au_names"]
     out = {"n": float(len(r["gt"]))}

@@ -212,16 +212,16 @@ def evaluate(eval_fn, params, source, config, mesh) -> tuple[float, dict[str, np
   picture. The eval step's outputs are replicated global arrays, so the validity mask
   is taken from them (every process sees every process's rows)."""
   total, seen, first = 0.0, 0, None
+  # The first `max_examples` items, split over the processes (not each process's first).
   for batch in data_loader.eval_batches(source, batch_size=config.input.eval_batch_size,
-                                     keys=("image",)):
+                                        keys=("image",),
+                                        max_examples=config.eval.get("max_examples", 0)):
     out = jax.device_get(eval_fn(params, sharding.host_to_global(batch, mesh)))
     valid = np.asarray(out["valid"]).astype(bool)
     if first is None:
       first = {"image": np.asarray(out["image"]), "pred": out["pred"], "mask": out["mask"]}
     total += float(out["loss"][valid].sum())
     seen += int(valid.sum())
-    if config.eval.max_examples and seen >= config.eval.max_examples:
-      break
   return total / max(seen, 1), first
 
 
