@@ -36,9 +36,12 @@ def setup(verbose: bool | None = None) -> None:
   if verbose is None:
     verbose = _LOG_ALL.value if flags.FLAGS.is_parsed() else False
   logging.set_verbosity(logging.INFO)
-  handler = logging.get_absl_handler()
-  handler.removeFilter(_FILTER)
-  if not verbose:
-    handler.addFilter(_FILTER)
+  # On the `absl` logger itself (every absl.logging call, whatever handler prints it:
+  # absl's under app.run, Python's default elsewhere) and on the absl handler (records
+  # of other Python loggers that reach it).
+  for target in (py_logging.getLogger("absl"), logging.get_absl_handler()):
+    target.removeFilter(_FILTER)
+    if not verbose:
+      target.addFilter(_FILTER)
   for name in ("jax", "orbax", "grain", "tensorflow", "matplotlib", "PIL"):
     py_logging.getLogger(name).setLevel(py_logging.INFO if verbose else py_logging.WARNING)

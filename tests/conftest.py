@@ -24,13 +24,15 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 
-# The longest test files first (seconds on 2 cores, December 2026): `--dist loadfile`
-# hands out files in collection order, so a long file collected late leaves the other
-# worker idle at the end. Longest-first keeps the two workers' totals close.
-LONG_FILES = {"test_pipeline.py": 270, "test_multihost.py": 280, "test_stage1_normalize.py": 150,
-              "test_stage1_train.py": 150, "test_benchmark.py": 150,
-              "test_perception_train.py": 140, "test_mae.py": 90, "test_train_stage2.py": 90,
-              "test_interop_deepfn.py": 80, "test_deepfn_train.py": 80}
+# The longest test files first (seconds on 2 cores, `bash tests/run.sh --durations=40`,
+# December 2026): `--dist loadfile` with `--no-loadscope-reorder` (tests/run.sh) hands
+# out files in collection order, so a long file collected late leaves the other worker
+# idle at the end. Longest-first keeps the two workers' totals close.
+LONG_FILES = {"test_multihost.py": 330, "test_pipeline.py": 240, "test_stage1_normalize.py": 200,
+              "test_stage1_train.py": 130, "test_stage_guarantees.py": 115,
+              "test_benchmark.py": 90, "test_train_stage2.py": 65, "test_perception_train.py": 56,
+              "test_mae.py": 45, "test_stage2_tools.py": 45, "test_prepared_data.py": 45,
+              "test_deepfn_resume.py": 40, "test_deepfn_train.py": 30}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,5 +9,7 @@ bash launch/setup_env.sh
 unset PYTHONDONTWRITEBYTECODE
 workers=${NORFACE_TEST_WORKERS:-2}
 par=()
-if [ "$workers" != "0" ]; then par=(-n "$workers" --dist loadfile); fi
+# --no-loadscope-reorder: keep conftest's longest-first file order (xdist would otherwise
+# order files by their number of tests).
+if [ "$workers" != "0" ]; then par=(-n "$workers" --dist loadfile --no-loadscope-reorder); fi
 exec .venv/bin/python -m pytest -q --durations=15 ${par[@]+"${par[@]}"} "$@"

@@ -21,10 +21,10 @@ CONFIGS = {"mae": tiny_mae_config, "perception": tiny_perception_config,
 
 
 def multihost_configs():
-  """Perception, stage 1 and MAE as their own test files train them (so the programs are
+  """Stage 2, perception, stage 1 and MAE as their own test files train them (so the programs are
   compiled once), with their evaluation, in the order the multi-host check runs them
   (`tests/multihost_stages.py`)."""
-  out = {name: CONFIGS[name]() for name in ("perception", "stage1", "mae")}
+  out = {name: CONFIGS[name]() for name in ("stage2", "perception", "stage1", "mae")}
   out["perception"].evaluate = False  # quality.json is each process's own, not the loop's.
   return out
 
