@@ -50,7 +50,7 @@ class Checkpointer:
       items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
     saved = self.latest.save(step, args=ocp.args.Composite(**items), force=force)
     if saved:
-      logging.info("Saving checkpoint at step %d (async).", step)
+      logging.debug("Saving checkpoint at step %d (async).", step)
     return saved
 
   def restore(self, abstract_state: Any, data_iter: Any | None = None,

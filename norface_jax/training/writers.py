@@ -41,9 +41,10 @@ class MetricWriter:
     logging.debug("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items())))
     if not self._active:
       return
-    if self._tb is not None:
-      for k, v in values.items():
-        self._tb.add_scalar(k, v, step)
+    if self._tb is not None:  # NaN (e.g. the accuracy of a class absent from a split)
+      for k, v in values.items():  # stays in metrics.jsonl; TensorBoard plots no NaN.
+        if np.isfinite(v):
+          self._tb.add_scalar(k, v, step)
     self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
