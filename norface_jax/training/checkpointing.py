@@ -146,3 +146,12 @@ def graft_params(params: Any, path: str, key: str) -> Any:
   out[key] = jax.tree_util.tree_unflatten(jax.tree.structure(dst), new_leaves)
   logging.info("Initialised params[%r] from %s (step %d).", key, path, step)
   return out
+
+
+def init_from_hook(config: Any, field: str = "params"):
+  """The loop's `after_init` for `config.init_from`: grafts `config.init_from_key` of that
+  checkpoint into the fresh state's `field` (None without `init_from`)."""
+  if not config.get("init_from"):
+    return None
+  return lambda state: state.replace(**{field: graft_params(
+      getattr(state, field), config.init_from, config.init_from_key)})

@@ -259,10 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     last["eval_loss"] = eval_loss
     return {"loss": eval_loss}
 
-  after_init = None
-  if config.init_from:
-    after_init = lambda s: s.replace(params=checkpointing.graft_params(  # noqa: E731
-        s.params, config.init_from, config.init_from_key))
+  after_init = checkpointing.init_from_hook(config)
   stage = loop.Stage(
       name="mae", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
       step_rng=setup.step_rng, abstract_state=setup.abstract_state,

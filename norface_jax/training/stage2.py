@@ -327,10 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   repl), out_shardings=repl)
   evaluate, last = make_eval_hook(eval_fn, eval_source, test_task, config, mesh, keys, frozen,
                                   workdir)
-  after_init = None
-  if config.init_from:
-    after_init = lambda s: s.replace(params=checkpointing.graft_params(  # noqa: E731
-        s.params, config.init_from, config.init_from_key))
+  after_init = checkpointing.init_from_hook(config)
   stage = loop.Stage(
       name="stage2", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
       step_rng=setup.step_rng, abstract_state=setup.abstract_state,
