@@ -49,6 +49,7 @@ def get_config(arg=None):
   # The probes: linear on 32x32 grey pixels; the plain CNN (cnn_steps 0 = stage 2's steps).
   c.probes = dict(linear_steps=2000, cnn_steps=0, cnn_batch=32, cnn_widths=(16, 32, 64))
   c.deepfn_ae = dict(iterations=30)  # DeepFN's per-person autoencoders (runlocal sizes).
+  c.deepfn_ae_size = 0               # Their input size in pixels (0: DeepFN's runlocal 64).
   c.ablations = ()
   if a.full:
     c.perception_steps = 1000
@@ -74,7 +75,9 @@ def get_config(arg=None):
     c.cla = dict(frames_per_subject=2, test_frames_per_subject=2, batch=16, lr=1e-3,
                  warmup_steps=1, steps=2, pool="cls", init_from_mae=False)
     c.probes = dict(linear_steps=2, cnn_steps=2, cnn_batch=8, cnn_widths=(4, 4, 4))
-    c.deepfn_ae = dict(iterations=2, steps_per_call=2, batch_size=2)
+    c.deepfn_ae = dict(iterations=2, steps_per_call=2, batch_size=2, widths=(4, 4, 8, 8),
+                       latent=8)
+    c.deepfn_ae_size = 32
     c.ablations = ("m0",)
     c.perception_nets = dict(widths=(8, 8, 16, 16), vgg_cfg=(8, "M", 16, 16),
                              eval_cfg=(8, "M", 16))

@@ -180,6 +180,8 @@ class Pipeline:
     from norface_jax.deepfn import normalize as deepfn_normalize
     d = _config("deepfn_bp4d", "synthetic,runlocal")
     d.ae.update(self.c.get("deepfn_ae", {}))
+    if self.c.get("deepfn_ae_size", 0):
+      d.preprocess.ae_size = int(self.c.deepfn_ae_size)
     return deepfn_normalize.normalize_dataset(d, self.data_config(), self.target_index(target),
                                               self.path("deepfn"))
 
