@@ -153,10 +153,10 @@ def test_every_stage_two_processes_match_one_process(tmp_path):
     assert_params_close(jax.device_get(params(ref)), jax.device_get(params(got)),
                         rtol=1e-3, atol=3e-3, key_bias_atol=3e-3)
     rows = lambda d: {(r["step"], k): v for r in writers.read_jsonl(d) for k, v in r.items()  # noqa: E731
-                      if k.startswith("eval/") or k == "training_loss"}
+                      if k.startswith(("eval/", "val/")) or k == "training_loss"}
     a, b = rows(os.path.join(one, name)), rows(os.path.join(two, name))
     assert a.keys() == b.keys(), name
-    assert name == "perception" or any(k.startswith("eval/") for _, k in a), name
+    assert name == "perception" or any(k.startswith(("eval/", "val/")) for _, k in a), name
     for key in a:
       assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (name, key)
   listing = lambda d: sorted(os.path.relpath(os.path.join(r, f), d)  # noqa: E731

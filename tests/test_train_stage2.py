@@ -1,5 +1,6 @@
 """The real stage-2 trainer, tiny, on 8 fake CPU devices with a 2-D (data x model) mesh."""
 
+import json
 import os
 import signal
 
@@ -49,8 +50,9 @@ def test_train_sigterm_resume_is_exact_and_sharded(tmp_path):
   logs = writers.read_jsonl(str(tmp_path / "full"))
   keys = set().union(*logs)
   for k in ("training_loss", "loss/cla", "loss/importance", "loss/global_entropy",
-            "loss/local_entropy", "l2_grads", "eval/accuracy", "images_per_sec"):
+            "loss/local_entropy", "l2_grads", "val/accuracy", "images_per_sec"):
     assert k in keys, k
+  assert not any(k.startswith("eval/") for k in keys)  # Selection never sees the test split.
   assert os.path.isdir(tmp_path / "full" / "checkpoints")
   assert os.path.isdir(tmp_path / "full" / "best")
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "full"))
@@ -76,15 +78,38 @@ def check_model_axis_sharding(params):
   assert scales and all(x.sharding.is_fully_replicated for x in scales)
 
 
-@pytest.mark.parametrize("name", ["bp4d_au", "disfa_au_intensity"])
-def test_au_tasks_train_and_report(tmp_path, name):
-  config = tiny_config(name)
-  config.total_steps = 2
+@pytest.mark.parametrize("name,select", [("bp4d_au", "val"), ("disfa_au_intensity", "last")])
+def test_au_tasks_train_and_report_at_the_selected_step(tmp_path, name, select):
+  """select='val': checkpoints are compared on held-out training subjects at steps 2 and
+  4, and eval.json reports the test split at the best of them and at the last step;
+  select='last' (the paper's protocol) reports the last step and keeps no best."""
+  config = tiny_config(name, extra=f",select={select}")
+  config.total_steps = 4
   config.eval_every = 2
   result = stage2.train_and_evaluate(config, str(tmp_path))
   report = result["report"]
   key = "f1/mean" if config.task == "au_detection" else "icc/mean"
   assert key in report and np.isfinite(report[key])
+  saved = json.loads((tmp_path / "eval.json").read_text())
+  assert saved["last"]["step"] == 4 and np.isclose(saved[key], report[key])
+  rows = writers.read_jsonl(str(tmp_path))
+  if select == "last":
+    assert saved["selection"] == {"split": None, "metric": None, "rule": "last", "step": 4}
+    assert saved["step"] == 4 and np.isclose(saved["last"][key], report[key])
+    assert not os.path.exists(tmp_path / "best") and config.data.val_share == 0
+    return
+  val = {r["step"]: r[f"val/{key}"] for r in rows if f"val/{key}" in r}
+  assert sorted(val) == [2, 4]
+  best = saved["selection"]["step"]
+  assert val[best] == max(val.values())
+  assert saved["selection"] == {"split": "val", "metric": key, "mode": "max", "step": best,
+                                "value": pytest.approx(val[best])}
+  assert saved["step"] == best
+  # `launch/evaluate.py` on the workdir scores the same checkpoint the same way.
+  from norface_jax.inference import evaluate
+  again = evaluate.evaluate_workdir(str(tmp_path), config=config)
+  assert np.isclose(again[key], report[key])
+  assert json.loads((tmp_path / "eval.json").read_text())["selection"] == saved["selection"]
 
 
 def test_bad_mesh_is_reported_before_compiling(tmp_path):

@@ -96,21 +96,40 @@ def eval_task(task: Any, data_config: Any) -> Any:
   return task if columns is None else dataclasses.replace(task, label_names=names)
 
 
+SPLITS = ("train", "val", "test", "all")
+
+
 def make_source(data_config: Any, split: str, *, task: str) -> Any:
-  """A random-access source of dict items (`image`, labels, optional `image_norm`)."""
+  """A random-access source of dict items (`image`, labels, optional `image_norm`).
+
+  `val` is a seeded, subject-exclusive share (`data.val_share`) of the dataset's training
+  part, and `train` is the rest of it (all of it when `val_share` is 0): model selection
+  happens on `val`, never on `test`. Items of `val` keep their training paths. `all` is
+  every item of the dataset (its training and test parts).
+  """
+  if split not in SPLITS:
+    raise ValueError(f"split {split!r}; expected one of {SPLITS}")
   mode = data_config.normalization
   if mode not in NORMALIZATION_MODES:
     raise ValueError(f"config.data.normalization={mode!r}; expected one of {NORMALIZATION_MODES}")
+  part = "train" if split == "val" else split  # The dataset's own split that is read.
   dataset = test_dataset(data_config) if split == "test" else data_config.dataset
   if data_config.synthetic:
-    source = _synthfacs_source(data_config, split, dataset, oracle=(mode == "oracle"))
+    source = _synthfacs_source(data_config, part, dataset, oracle=(mode == "oracle"))
   else:
     if mode == "oracle":
       raise ValueError("config.data.normalization='oracle' exists only for SynthFACS "
                        "(add `synthetic`), since it renders the true target-identity face")
-    source = _real_source(data_config, split, dataset)
+    source = _real_source(data_config, part, dataset)
+  share = float(data_config.get("val_share", 0.0))
+  if split == "val" and share <= 0:
+    raise ValueError("the 'val' split needs config.data.val_share > 0 (the share of the "
+                     "training subjects held out for model selection)")
+  if part == "train" and share > 0:
+    keep = holdout_indices(subject_ids(source), share, int(data_config.get("val_seed", 0)))
+    source = Subset(source, keep[split], f"{split} ({share:.0%} of training subjects held out)")
   if mode == "precomputed":
-    source = PairedFolderSource(source, data_config.normalized_dir, data_config.image_size, split)
+    source = PairedFolderSource(source, data_config.normalized_dir, data_config.image_size, part)
   # mode == "online": the trainer makes I_n inside its step (data knows nothing of models).
   if dataset != data_config.dataset and task != "fer":
     names, _ = eval_columns(data_config, task)
@@ -260,6 +279,55 @@ class SiblingSource:
     j = int(self.partner[int(index) % len(self)])
     item["sibling"] = item["image"] if j == int(index) % len(self) else self.source[j]["image"]
     return item
+
+
+def holdout_indices(ids: np.ndarray | None, share: float, seed: int) -> dict[str, np.ndarray]:
+  """{'train', 'val'} item indices: `share` of the subjects (seeded) go to 'val'.
+
+  Subject-exclusive: every item of a held-out subject is in 'val' and none in 'train'.
+  Items without a subject id (FER datasets in the wild, id -1) are split item by item
+  with the same share, which is the best a dataset without identities allows.
+  """
+  if not 0.0 < share < 1.0:
+    raise ValueError(f"config.data.val_share={share}; expected a share in (0, 1)")
+  if ids is None:
+    raise ValueError("a validation split needs the training source's subject ids "
+                     "(`subject_ids()`); set config.data.val_share=0 for this source")
+  ids = np.asarray(ids)
+  rng = np.random.default_rng([int(seed), 7919])
+  val = np.zeros(len(ids), bool)
+  subjects = np.unique(ids[ids >= 0])
+  if len(subjects):
+    n_val = min(max(1, int(round(share * len(subjects)))), len(subjects) - 1)
+    if n_val < 1:  # A single training subject.
+      raise ValueError(f"{len(subjects)} training subject(s): too few to hold one out for "
+                       "validation; set config.data.val_share=0 and config.eval.select='last'")
+    held = rng.choice(subjects, size=n_val, replace=False)
+    val |= np.isin(ids, held)
+  unknown = np.flatnonzero(ids < 0)
+  if len(unknown):
+    val[rng.choice(unknown, size=int(round(share * len(unknown))), replace=False)] = True
+  return {"train": np.flatnonzero(~val), "val": np.flatnonzero(val)}
+
+
+class Subset:
+  """The items `indices` of `source`, in that order (train / validation parts)."""
+
+  def __init__(self, source: Any, indices: np.ndarray, name: str = ""):
+    self.source, self.indices, self.name = source, np.asarray(indices, np.int64), name
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __repr__(self) -> str:
+    return f"Subset({self.source!r}, {len(self)} items{', ' + self.name if self.name else ''})"
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self.source[int(self.indices[index])]
+
+  def subject_ids(self) -> np.ndarray | None:
+    ids = subject_ids(self.source)
+    return None if ids is None else ids[self.indices]
 
 
 def subject_ids(source: Any) -> np.ndarray | None:

@@ -58,6 +58,7 @@ def normalize_dataset(deepfn_config: ml_collections.ConfigDict, data_config: Any
   """
   data = ml_collections.ConfigDict(dict(data_config))
   data.normalization = "none"
+  data.val_share = 0.0  # Every face of the split, the validation subjects' too.
   au_names = registry.label_names(data, "au_detection")
   pools, paths = {}, {}
   for split in splits:

@@ -8,11 +8,13 @@ every `eval_every` steps; `launch/evaluate.py` calls it on a restored workdir.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from absl import logging
 
 from norface_jax.data import loader as data_loader
 from norface_jax.data import registry
@@ -65,3 +67,29 @@ def router_figure(arrays: dict[str, np.ndarray], task: Any, num_experts: int, wo
     plots.save_figure(fig, os.path.join(workdir, "router_heatmap.png"))
   if writer is not None:
     writer.write_images(step, {"router_heatmap": plots.figure_to_array(fig)})
+
+
+def write_report(report: dict[str, Any], arrays: dict[str, np.ndarray], task, workdir: str,
+                 suffix: str, step: int, *, selection: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+  """`eval<suffix>.json` (the report, its checkpoint's `step`, the `selection` that picked
+  that checkpoint, and `extra` entries) and its figure (confusion matrix / per-AU bars)."""
+  if jax.process_index() != 0:
+    return
+  serial = {k: (np.asarray(v).tolist() if np.ndim(v) else float(v) if not isinstance(v, str) else v)
+            for k, v in report.items()}
+  serial["step"] = int(step)
+  if selection is not None:
+    serial["selection"] = selection
+  serial.update(extra or {})
+  with open(os.path.join(workdir, f"eval{suffix}.json"), "w") as f:
+    json.dump(serial, f, indent=2)
+  if task.name == "fer" and "confusion_matrix" in report:
+    fig = plots.confusion_matrix_plot(np.asarray(report["confusion_matrix"]), list(task.label_names))
+    plots.save_figure(fig, os.path.join(workdir, f"confusion{suffix}.png"))
+  elif task.name != "fer":
+    key = "f1" if task.name == "au_detection" else "icc"
+    values = np.array([report[f"{key}/{n}"] for n in task.label_names])
+    fig = plots.per_au_bars({key.upper(): values}, list(task.label_names), ylabel=key.upper())
+    plots.save_figure(fig, os.path.join(workdir, f"per_au{suffix}.png"))
+  logging.info("Evaluation of %s at step %d: %s", workdir, step, scalar_metrics(report))

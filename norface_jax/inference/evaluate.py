@@ -23,13 +23,14 @@ from norface_jax.training import workdir as workdir_lib
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str, which: str = "best"):
-  """(setup, params, step) from `<workdir>/best` (or `checkpoints` for the latest)."""
+  """(setup, params, step, which) from `<workdir>/best` (the checkpoint selected on the
+  validation subjects) or `checkpoints` (the latest; also when the run kept no best)."""
   setup = stage2.build(config, num_train_examples=1)
+  if which == "best" and not os.path.isdir(os.path.join(workdir, "best")):
+    which = "latest"
   directory = os.path.join(workdir, "best" if which == "best" else "checkpoints")
-  if which == "best" and not os.path.isdir(directory):
-    directory = os.path.join(workdir, "checkpoints")
   state, step = checkpointing.restore_state_only(directory, setup.restore_target())
-  return setup, state.params, step
+  return setup, state.params, step, which
 
 
 def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None = None,
@@ -39,7 +40,7 @@ def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None =
   if test_dataset:
     config.data.test_dataset = test_dataset
     config.data.test_preset = test_dataset
-  setup, params, step = restore_params(config, workdir, which)
+  setup, params, step, which = restore_params(config, workdir, which)
   eval_source = registry.make_source(config.data, "test", task=config.task)
   task = registry.eval_task(setup.task, config.data)
   normalize_fn, frozen = stage2.load_online_normalizer(config)
@@ -52,45 +53,31 @@ def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None =
   report, arrays = classifier_eval.evaluate(eval_fn, params, eval_source, task, config, put,
                                             stage2.batch_keys(config, setup.task), frozen)
   suffix = f"_{test_dataset}" if test_dataset else ""
-  write_report(report, arrays, task, workdir, suffix, step)
+  classifier_eval.write_report(report, arrays, task, workdir, suffix, step,
+                                selection=stage2.selection_record(config, workdir, which, step))
   return report
-
-
-def write_report(report: dict[str, Any], arrays: dict[str, np.ndarray], task, workdir: str,
-                 suffix: str, step: int) -> None:
-  if jax.process_index() != 0:
-    return
-  serial = {k: (np.asarray(v).tolist() if np.ndim(v) else float(v) if not isinstance(v, str) else v)
-            for k, v in report.items()}
-  serial["step"] = int(step)
-  with open(os.path.join(workdir, f"eval{suffix}.json"), "w") as f:
-    json.dump(serial, f, indent=2)
-  if task.name == "fer" and "confusion_matrix" in report:
-    fig = plots.confusion_matrix_plot(np.asarray(report["confusion_matrix"]), list(task.label_names))
-    plots.save_figure(fig, os.path.join(workdir, f"confusion{suffix}.png"))
-  elif task.name != "fer":
-    key = "f1" if task.name == "au_detection" else "icc"
-    values = np.array([report[f"{key}/{n}"] for n in task.label_names])
-    fig = plots.per_au_bars({key.upper(): values}, list(task.label_names), ylabel=key.upper())
-    plots.save_figure(fig, os.path.join(workdir, f"per_au{suffix}.png"))
-  logging.info("Evaluation of %s at step %d: %s", workdir, step, classifier_eval.scalar_metrics(report))
 
 
 def cross_validate(config: ml_collections.ConfigDict, workdir: str,
                    folds: Sequence[int] = (0, 1, 2)) -> dict[str, float]:
   """Trains (or resumes) and evaluates every fold; writes `cv.json` with per-fold and mean."""
-  per_fold = []
+  per_fold, selections = [], []
   for k in folds:
     c = copy.deepcopy(config)
     c.data.fold = k
     fold_dir = os.path.join(workdir, f"fold{k}")
     result = stage2.train_and_evaluate(c, fold_dir)
-    report = result["report"] or evaluate_workdir(fold_dir, config=c, which="latest")
-    per_fold.append(classifier_eval.scalar_metrics(report))
+    if result["stopped"]:  # Preempted: the same command resumes this fold.
+      logging.warning("Cross-validation stopped in fold %d; rerun to resume.", k)
+      return {}
+    per_fold.append(classifier_eval.scalar_metrics(result["report"]))
+    with open(os.path.join(fold_dir, "eval.json")) as f:
+      selections.append(json.load(f)["selection"])
   keys = sorted(set.intersection(*(set(r) for r in per_fold)))
   mean = {k: float(np.mean([r[k] for r in per_fold])) for k in keys}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "cv.json"), "w") as f:
-      json.dump({"folds": list(folds), "per_fold": per_fold, "mean": mean}, f, indent=2)
+      json.dump({"folds": list(folds), "per_fold": per_fold, "mean": mean,
+                 "selection": selections}, f, indent=2)
   logging.info("Cross-validation mean over folds %s: %s", list(folds), mean)
   return mean

@@ -107,6 +107,7 @@ def normalize_dataset(checkpoint: str, target: str | None, out_dir: str, *, data
   target = target or config.target
   data = ml_collections.ConfigDict(dict(data_config if data_config is not None else config.data))
   data.normalization = "none"
+  data.val_share = 0.0  # Every face of the split, the validation subjects' too.
   target_data = ml_collections.ConfigDict(dict(config.data))
   if data.get("synthetic", False) and target.startswith("synthfacs:"):
     target_data.preset = data.preset

@@ -55,7 +55,7 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
           f"{workdir} was trained with a normalized stream (normalization={mode!r}); pass "
           "--normalized=DIR with the normalized faces at the same relative paths as --images "
           "(launch/normalize.py writes that layout)")
-  setup, params, step = evaluate.restore_params(config, workdir, which)
+  setup, params, step, _ = evaluate.restore_params(config, workdir, which)
   task, size = setup.task, config.data.image_size
   batch_size = max(batch_size - batch_size % sharding.data_parallel_size(setup.mesh),
                    sharding.data_parallel_size(setup.mesh))

@@ -92,6 +92,7 @@ class Stage:
   schedule: Callable[[int], Any] | None = None
   evaluate: Callable[[Any, int, Any], dict[str, float]] | None = None
   after_init: Callable[[Any], Any] | None = None
+  eval_prefix: str = "eval"  # The evaluation's scalars are logged as `<prefix>/<name>`.
   best_metric: str | None = None
   best_mode: str = "max"
 
@@ -179,8 +180,9 @@ def run(config, workdir: str, stage: Stage, *, stop_at: int | None = None,
         if stage.evaluate is not None:
           with progress.paused():
             report = stage.evaluate(state, step, writer)
-            writer.write_scalars(step, {f"eval/{k}": v for k, v in report.items()})
-            logging.info("%s eval at step %d: %s", stage.name, step, summary(report))
+            writer.write_scalars(step, {f"{stage.eval_prefix}/{k}": v for k, v in report.items()})
+            logging.info("%s %s at step %d: %s", stage.name, stage.eval_prefix, step,
+                         summary(report))
             if stage.best_metric:
               ckpt.save_best(step, state, report)
       preempted = guard.should_stop(step)

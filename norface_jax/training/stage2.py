@@ -11,6 +11,7 @@ The per-step randomness is `fold_in(rng, step)`, so a resumed run replays exactl
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -39,6 +40,7 @@ from norface_jax.training import sharding
 from norface_jax.training import stage1
 from norface_jax.training import tasks as tasks_lib
 from norface_jax.training import workdir as workdir_lib
+from norface_jax.training import writers
 
 
 def make_task(config: ml_collections.ConfigDict) -> tasks_lib.Task:
@@ -271,20 +273,17 @@ def build(config: ml_collections.ConfigDict, num_train_examples: int) -> Setup:
                state_shardings, steps)
 
 
-def make_eval_hook(eval_fn, eval_source, test_task, config, mesh, keys, frozen, workdir):
-  """`evaluate(state, step, writer)` for the loop: the test split's scalars and Fig. 8."""
+def make_eval_hook(eval_fn, source, task, config, mesh, keys, frozen, workdir):
+  """`evaluate(state, step, writer)` for the loop: `source`'s scalars and Fig. 8."""
   put = lambda batch: sharding.host_to_global(batch, mesh)  # noqa: E731
-  last = {}
 
   def evaluate(state, step, writer):
-    report, arrays = classifier_eval.evaluate(eval_fn, state.params, eval_source, test_task,
-                                              config, put, keys, frozen)
-    classifier_eval.router_figure(arrays, test_task, config.model.num_experts, workdir, step,
-                                  writer)
-    last["report"] = report
+    report, arrays = classifier_eval.evaluate(eval_fn, state.params, source, task, config, put,
+                                              keys, frozen)
+    classifier_eval.router_figure(arrays, task, config.model.num_experts, workdir, step, writer)
     return classifier_eval.scalar_metrics(report)
 
-  return evaluate, last
+  return evaluate
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -299,8 +298,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                             sharding.make_mesh(config.mesh, dcn_config=config.get("mesh_dcn")))
   loop.nan_policy(config)
   workdir = workdir_lib.prepare(config, workdir)
+  select = check_selection(config)
   train_source = registry.make_source(config.data, "train", task=config.task)
   eval_source = registry.make_source(config.data, "test", task=config.task)
+  val_source = (registry.make_source(config.data, "val", task=config.task)
+                if select == "val" else None)
   setup = build(config, len(train_source))
   task, mesh, steps = setup.task, setup.mesh, setup.steps
   if task.name == "au_detection" and config.loss.get("au_pos_weight", "none") == "balanced":
@@ -308,9 +310,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         sample_labels(train_source, task.label_key)))
     logging.info("AU positive weights (balanced on the training labels): %s",
                  dict(zip(task.label_names, np.round(task.pos_weight, 2))))
-  logging.info("Stage 2: %d train / %d test examples; %d steps of batch %d on mesh %s.",
-               len(train_source), len(eval_source), steps, config.input.batch_size,
-               dict(mesh.shape))
+  logging.info("Stage 2: %d train / %s%d test examples; %d steps of batch %d on mesh %s.",
+               len(train_source), f"{len(val_source)} validation / " if val_source else "",
+               len(eval_source), steps, config.input.batch_size, dict(mesh.shape))
   logging.debug("F_cla parameters:\n%s", parameter_overview.get_parameter_overview(
       setup.abstract_state.params, include_stats=False, max_lines=60))
   test_task = registry.eval_task(task, config.data)
@@ -325,8 +327,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   eval_fn = jax.jit(make_eval_step(setup.model, task, config, normalize_fn),
                     in_shardings=(setup.state_shardings.params, sharding.batch_sharding(mesh),
                                   repl), out_shardings=repl)
-  evaluate, last = make_eval_hook(eval_fn, eval_source, test_task, config, mesh, keys, frozen,
-                                  workdir)
+  # Every eval_every steps: the validation subjects (select='val', which also keep the
+  # best checkpoint), or the test split as a curve only (select='last').
+  evaluate = make_eval_hook(eval_fn, val_source or eval_source,
+                            task if val_source else test_task, config, mesh, keys, frozen, workdir)
   after_init = checkpointing.init_from_hook(config)
   stage = loop.Stage(
       name="stage2", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
@@ -335,6 +339,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_step=make_train_step(setup.model, task, config, setup.tx, normalize_fn),
       step_args=(frozen,), loader=loader, steps=steps, batch_size=config.input.batch_size,
       schedule=setup.schedule, evaluate=evaluate, after_init=after_init,
-      best_metric=config.eval.best_metric, best_mode=config.eval.best_mode)
+      eval_prefix="val" if val_source else "eval",
+      best_metric=config.eval.best_metric if val_source else None,
+      best_mode=config.eval.best_mode)
   out = loop.run(config, workdir, stage, stop_at=stop_at, on_step=on_step)
-  return {**out, "report": last.get("report", {}), "task": task}
+  report, selection = {}, {}
+  if not out["stopped"]:
+    report, selection = final_test(config, workdir, setup, eval_fn, eval_source, test_task, keys,
+                                   frozen, out["state"])
+  return {**out, "report": report, "selection": selection, "task": task}
+
+
+def check_selection(config: ml_collections.ConfigDict) -> str:
+  """config.eval.select, checked against the data config before any work."""
+  select = config.eval.get("select", "val")
+  if select not in ("val", "last"):
+    raise ValueError(f"config.eval.select={select!r}; expected 'val' (select on held-out "
+                     "training subjects) or 'last' (the last step)")
+  if select == "val" and float(config.data.get("val_share", 0.0)) <= 0:
+    raise ValueError("config.eval.select='val' needs config.data.val_share > 0 (the share of "
+                     "training subjects held out); or select='last'")
+  if select == "val" and int(config.get("eval_every", 0)) < 0:
+    raise ValueError("config.eval.select='val' selects at the evaluations; "
+                     "config.eval_every < 0 runs none (use select='last')")
+  return select
+
+
+def selection_record(config: ml_collections.ConfigDict, workdir: str, which: str,
+                     step: int) -> dict[str, Any]:
+  """What picked the checkpoint of `step` (eval.json's `selection`).
+
+  `which='best'` in a run that selected on validation subjects: {split: 'val', metric,
+  mode, step, value}; the last step otherwise: {split: None, rule: 'last', step}.
+  """
+  if which != "best" or config.eval.get("select", "val") != "val":
+    return {"split": None, "metric": None, "rule": "last", "step": int(step)}
+  metric = config.eval.best_metric
+  values = [r[f"val/{metric}"] for r in writers.read_jsonl(workdir)
+            if r.get("step") == step and f"val/{metric}" in r]
+  return {"split": "val", "metric": metric, "mode": config.eval.best_mode, "step": int(step),
+          "value": float(values[-1]) if values else None}
+
+
+def final_test(config, workdir, setup, eval_fn, eval_source, test_task, keys, frozen,
+               state) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The whole test split at the selected checkpoint (and at the last step): `eval.json`.
+
+  Returns (the report at the selected checkpoint: the best on the validation subjects
+  (select='val') or the last step (select='last'), its `selection_record`). `eval.json`
+  holds both and, under `last`, the test scalars at the last step.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.eval.max_examples = 0  # Reported numbers cover the whole test split.
+  put = lambda batch: sharding.host_to_global(batch, setup.mesh)  # noqa: E731
+  last, last_arrays = classifier_eval.evaluate(eval_fn, state.params, eval_source, test_task,
+                                               config, put, keys, frozen)
+  which = "best" if config.eval.get("select", "val") == "val" else "last"
+  report, arrays, step = last, last_arrays, int(state.step)
+  if which == "best":
+    best, step = checkpointing.restore_state_only(os.path.join(workdir, "best"),
+                                                  setup.restore_target())
+    report, arrays = classifier_eval.evaluate(eval_fn, best.params, eval_source, test_task,
+                                              config, put, keys, frozen)
+  selection = selection_record(config, workdir, which, step)
+  classifier_eval.write_report(report, arrays, test_task, workdir, "", step, selection=selection,
+                               extra={"last": {"step": int(state.step),
+                                               **classifier_eval.scalar_metrics(last)}})
+  logging.info("Stage 2 test split at step %d (%s): %s", step,
+               f"best {selection['metric']} on the validation subjects" if which == "best"
+               else "the last step", loop.summary(classifier_eval.scalar_metrics(report)))
+  return report, selection

@@ -58,6 +58,10 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       target_subject=0,           # oracle (SynthFACS): the fixed target identity.
       test_dataset="",            # Cross-dataset evaluation: another config's dataset.
       test_preset="",
+      # Model selection: this share of the training subjects (seeded, subject-exclusive)
+      # is held out as the 'val' split (eval.select='val'); 0 trains on all of them.
+      val_share=0.15,
+      val_seed=0,
   )
   c.input = dict(batch_size=64, eval_batch_size=128, workers=0, prefetch=2)
   c.augment = dict(flip=True, crop_scale=(0.8, 1.0), color_jitter=0.2,
@@ -104,7 +108,11 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
   c.checkpoint_every = 1000
   c.keep_checkpoints = 2
   best_metric, best_mode = TASK_BEST_METRIC[task]
-  c.eval = dict(best_metric=best_metric, best_mode=best_mode, max_examples=0)
+  # select: 'val' evaluates the held-out training subjects every eval_every steps, keeps
+  # the checkpoint best on them (best_metric) and reports the test split there and at
+  # the last step; 'last' (the paper's protocol: report after the last epoch) trains on
+  # every training subject and reports the test split at the last step.
+  c.eval = dict(select="val", best_metric=best_metric, best_mode=best_mode, max_examples=0)
   c.nan_policy = "stop"           # stop | skip (a non-finite update).
 
   if runlocal:
@@ -137,12 +145,13 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
   Args (after the colon): `synthetic`, `runlocal`, `fold=K`, `variant=B/16`,
   `norm=none|precomputed|oracle|online`, `normalized_dir=DIR`, `test=DATASET`
   (cross-dataset evaluation), `classes=N` (FER), `steps=N` (override the length),
-  `fsdp=N`, `tp=N`, `slices=N` (pod meshes).
+  `fsdp=N`, `tp=N`, `slices=N` (pod meshes), `select=val|last` (model selection on
+  held-out training subjects, or the paper's last step).
   """
   from norface_jax.configlib import parse_arg
   a = parse_arg(arg, synthetic=False, runlocal=False, fold=0, variant="B/16", norm="",
                 normalized_dir="", test="", classes=num_classes, steps=0, fsdp=1, tp=1, slices=1,
-                stage1="")
+                stage1="", select="val")
   c = base_config(task=task, dataset=dataset, preset=dataset, runlocal=a.runlocal,
                   synthetic=a.synthetic)
   c.data.fold = a.fold
@@ -158,6 +167,7 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
     c.data.test_preset = a.test
   if a.steps:
     c.total_steps = a.steps
+  set_selection(c, a.select)
   # Pods: fsdp shards parameters and optimizer state over the 'fsdp' axis (which also
   # splits the batch), tp shards MLPs and heads over 'model'; slices > 1 makes the
   # mesh hybrid with data parallelism across slices.
@@ -167,3 +177,15 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
   for key, value in overrides.items():
     c[key] = value
   return c
+
+
+SELECTIONS = ("val", "last")
+
+
+def set_selection(c: ml_collections.ConfigDict, select: str) -> None:
+  """`select='last'` also trains on every training subject (nothing to hold out)."""
+  if select not in SELECTIONS:
+    raise ValueError(f"select={select!r}; expected one of {SELECTIONS}")
+  c.eval.select = select
+  if select == "last":
+    c.data.val_share = 0.0

@@ -11,8 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def get_config(arg=None):
-  a = configlib.parse_arg(arg, name="affectnet_fer", steps=6)
-  c = configlib.load_config(os.path.join(ROOT, "configs", f"{a.name}.py") + ":synthetic,runlocal")
+  a = configlib.parse_arg(arg, name="affectnet_fer", steps=6, select="val")
+  c = configlib.load_config(os.path.join(ROOT, "configs", f"{a.name}.py") +
+                            f":synthetic,runlocal,select={a.select}")
   c.data.image_size = 64
   if c.task == "fer":
     c.data.num_identities = 48
