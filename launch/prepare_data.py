@@ -22,7 +22,7 @@ _ALIGN = flags.DEFINE_bool("align", True, "5-point alignment where landmarks exi
 _SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Skip, count and report bad items.")
 _FORMAT = flags.DEFINE_enum("image_format", "jpeg", ["jpeg", "png"], "Stored image encoding.")
 _FOLD_FILE = flags.DEFINE_string("fold_file", "", "Fold parts, one line each (BP4D/BP4D+/DISFA).")
-_NUM_FOLDS = flags.DEFINE_integer("num_folds", 0, "BP4D+ seeded folds (0 = 4).")
+_NUM_FOLDS = flags.DEFINE_integer("num_folds", 0, "BP4D+ seeded folds (0 = 3, as the paper).")
 _FOLD_SEED = flags.DEFINE_integer("fold_seed", 0, "BP4D+ fold seed.")
 _LIST_FILE = flags.DEFINE_string("list_file", "", "BP4D list variant: relative image paths.")
 _LABEL_FILE = flags.DEFINE_string("label_file", "", "BP4D list variant: 0/1 label lines.")

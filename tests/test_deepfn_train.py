@@ -56,23 +56,47 @@ def test_t_test_wiring_matches_scipy():
   assert np.isnan(protocol.t_test([0.5], b)["p"])
 
 
-def test_protocol_end_to_end_tiny(tmp_path):
+def test_groups_leave_out_subjects_without_a_group():
+  """Unknown gender / skin (-1, e.g. Fitzpatrick III-IV) is no group of its own (it was
+  read as names[-1], 'female' / 'darker')."""
+  pool = protocol.data_lib.Pool("d", ("AU1",), np.zeros((4, 2, 2, 1), np.uint8),
+                                np.zeros((4, 1)), np.arange(4), np.zeros(4, int),
+                                np.array([0, 1, -1, 1]), np.zeros(4, int))
+  persons = [("d", s) for s in range(4)]
+  assert protocol._groups({"d": pool}, persons, "skin") == {0: [("d", 0)],
+                                                           1: [("d", 1), ("d", 3)]}
+
+
+def test_protocol_end_to_end_on_prepared_bp4d_and_disfa(tmp_path):
+  """As a user with the real datasets runs it: BP4D and DISFA in their raw layouts (here
+  written by SynthFACS, with the `subjects.csv` of genders and Fitzpatrick types), prepared
+  with launch/prepare_data.py's code, then the protocol reads them from `data_dir`."""
   from norface_jax.configlib import load_config
-  c = load_config("configs/deepfn_bp4d.py:synthetic,tiny")
-  # Smaller than `tiny`: 1 train / 1 validation subject, 32x32 inputs, 8 frames.
+  from norface_jax.data import prepared
+  from norface_jax.data.synthfacs import writer
+  for dataset, subjects, frames in (("bp4d", 16, 1), ("disfa", 3, 8)):
+    raw = str(tmp_path / "raw" / dataset)
+    writer.write(dataset, raw, subjects=subjects, frames=frames, size=64)
+    prepared.prepare(dataset, raw, str(tmp_path / "prep"), prepared.PrepareOptions(image_size=64))
+  c = load_config(f"configs/deepfn_bp4d.py:tiny,data_dir={tmp_path / 'prep'}")
+  assert not c.data.synthetic
+  # Smaller than `tiny`: 1 train / 1 validation subject, 32x32 inputs, 8 frames (one per
+  # BP4D task: the within-person split's segments come from the task folders).
   c.data.frames_per_subject = 8
   c.data.max_subjects = {"bp4d": 9, "disfa": 3}
   c.preprocess.ae_size = c.preprocess.lenet_size = 32
   c.ae.update(widths=(4, 4, 8, 8), latent=8, batch_size=4)
   c.protocol.n_train = c.protocol.n_val = 1
-  out = protocol.run(c, str(tmp_path))
+  work = tmp_path / "work"
+  out = protocol.run(c, str(work))
+  assert out["info"]["subjects"] == {"bp4d": 8, "disfa": 3}  # 9 minus the template.
   for name in ("deepfn_table.md", "deepfn_protocol.png", "deepfn_examples.png", "records.json"):
-    assert os.path.getsize(tmp_path / name) > 0
-  table = (tmp_path / "deepfn_table.md").read_text()
+    assert os.path.getsize(work / name) > 0
+  table = (work / "deepfn_table.md").read_text()
   for row in protocol.ROWS.values():
     assert f"| {row} |" in table
   # The t-tests in the report are scipy's on the recorded per-subject scores.
-  recs = json.loads((tmp_path / "records.json").read_text())["records"]
+  recs = json.loads((work / "records.json").read_text())["records"]
   w = [r["score"] for r in recs if r["group"] == "gender" and r["analysis"] == "within"
        and r["input"] == "original"]
   x = [r["score"] for r in recs if r["group"] == "gender" and r["analysis"] == "cross"

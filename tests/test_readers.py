@@ -72,7 +72,7 @@ def test_bp4d_list_files(raw, tmp_path):
 def test_bp4dplus_seeded_folds(raw):
   a = readers.read("bp4dplus", str(raw / "bp4dplus"), common.Problems(), fold_seed=3)
   b = readers.read("bp4dplus", str(raw / "bp4dplus"), common.Problems(), fold_seed=3)
-  assert a.folds.parts == b.folds.parts and len(a.folds.parts) == 4
+  assert a.folds.parts == b.folds.parts and len(a.folds.parts) == 3  # The paper's 3 folds.
   assert sorted(s for p in a.folds.parts for s in p) == sorted({e.subject for p in a.splits.values() for e in p})
 
 
@@ -175,3 +175,20 @@ def test_unknown_subject_in_fold_list(raw, tmp_path):
   fold_file.write_text(f"{parts[0][0]} {parts[1][0]}\n{parts[2][0]}\nF002\n")
   with pytest.raises(common.BadInputError, match=r"folds.txt:3: empty split"):
     readers.read("bp4d", str(raw / "bp4d"), common.Problems(), fold_file=str(fold_file))
+
+
+def test_subjects_file_fitzpatrick_types_group_as_the_paper(raw, tmp_path):
+  """I-II lighter (0), V-VI darker (1), III-IV and out-of-range in no group (-1); the
+  SynthFACS writer's file gives each subject its rendered gender and skin group."""
+  assert [common.skin_group(f) for f in range(0, 8)] == [-1, 0, 0, -1, -1, 1, 1, -1]
+  recs = readers.read("bp4d", str(raw / "bp4d"), common.Problems())
+  written = (raw / "bp4d" / "subjects.csv").read_text().splitlines()
+  assert written[0] == "subject,gender,fitzpatrick" and len(written) == 4
+  for row in written[1:]:
+    subject, gender, fitz = row.split(",")
+    assert recs.attributes[subject] == {"gender": int(gender), "skin": {"2": 0, "5": 1}[fitz]}
+  path = tmp_path / "subjects.csv"
+  path.write_text("subject,gender,fitzpatrick\nF001,1,3\nM001,0,6\nF002,1,-1\n")
+  got = common.read_attributes(str(path), common.Problems())
+  assert got == {"F001": {"gender": 1, "skin": -1}, "M001": {"gender": 0, "skin": 1},
+                 "F002": {"gender": 1, "skin": -1}}

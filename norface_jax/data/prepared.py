@@ -274,7 +274,10 @@ def find_prepared(data_dir: str, dataset: str, config: str = "") -> str:
 
 
 def fold_splits(meta: dict[str, Any], split: str, fold: int) -> list[str]:
-  """The TFDS splits of `split` ('train'|'test'): fold k tests part k+1, trains on the rest."""
+  """The TFDS splits of `split` ('train'|'test'|'all'): fold k tests part k+1, trains on
+  the rest; 'all' is every prepared split (the whole dataset, e.g. for DeepFN)."""
+  if split == "all":
+    return sorted(meta["splits"])
   if meta["folds"] is None:
     if split not in meta["splits"]:
       raise ValueError(f"split {split!r}; the prepared data has {sorted(meta['splits'])}")
@@ -286,7 +289,7 @@ def fold_splits(meta: dict[str, Any], split: str, fold: int) -> list[str]:
     return [f"part{fold + 1}"]
   if split == "train":
     return [f"part{k + 1}" for k in range(n) if k != fold]
-  raise ValueError(f"split {split!r}; expected train or test")
+  raise ValueError(f"split {split!r}; expected train, test or all")
 
 
 class PreparedSource:

@@ -15,9 +15,10 @@ from norface_jax.configlib import parse_arg
 def protocol_config(arg: str | None, *, dataset: str,
                     cross_dataset: str) -> ml_collections.ConfigDict:
   """Args: synthetic, runlocal, tiny (test-sized), reps=N, ae_steps=N, epochs=N,
-  mode=program|loop, save=ae|lenet|all (trained params to <workdir>/params/)."""
+  mode=program|loop, save=ae|lenet|all (trained params to <workdir>/params/),
+  data_dir=DIR (where `launch/prepare_data.py` wrote the real datasets)."""
   a = parse_arg(arg, synthetic=False, runlocal=False, tiny=False, reps=0, ae_steps=0, epochs=0,
-                mode="", save="")
+                mode="", save="", data_dir="~/tensorflow_datasets")
   c = ml_collections.ConfigDict()
   c.seed = 0
   # Resumable runs (the same command continues a stopped one; see deepfn/protocol.py):
@@ -31,7 +32,7 @@ def protocol_config(arg: str | None, *, dataset: str,
   # at paper sizes an autoencoder is ~300 MB and a protocol trains one per person.
   c.save_params = a.save
   c.data = dict(dataset=dataset, cross_dataset=cross_dataset, synthetic=a.synthetic, seed=0,
-                data_dir="~/tensorflow_datasets", image_size=128, frames_per_subject=64,
+                data_dir=a.data_dir, image_size=128, frames_per_subject=64,
                 identity_bias=1.0, subjects={}, max_subjects={})
   c.preprocess = dict(ae_size=128, lenet_size=64, histeq=True)
   c.ae = dict(widths=(128, 256, 512, 1024), latent=1024, batch_size=64, iterations=50_000,

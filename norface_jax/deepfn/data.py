@@ -1,7 +1,7 @@
 """Per-subject frames for DeepFN, from any random-access source.
 
 `pool_from_source` reads a source whose items have `image`, `au`, `subject`, `gender`
-and `skin` (SynthFACS today; the BP4D / DISFA readers plug in the same way) into one
+and `skin` (SynthFACS, or a dataset prepared by `launch/prepare_data.py`) into one
 `Pool` of arrays. The within-person split uses `segment`: the item's `task` where the
 source has one (BP4D's tasks), otherwise contiguous blocks of each subject's frames.
 """
@@ -118,7 +118,56 @@ def open_pool(data_cfg: Any, dataset: str) -> Pool:
   from norface_jax.data import registry
   cfg = ml_collections.ConfigDict(dict(
       dataset=dataset, synthetic=False, normalization="none", data_dir=data_cfg.data_dir,
-      image_size=data_cfg.image_size, fold=0, test_dataset="", test_preset=""))
-  source = registry.make_source(cfg, "all", task="au_detection")
+      image_size=data_cfg.image_size, fold=0, test_dataset="", test_preset="", num_classes=7))
+  source = registry.make_source(cfg, "all", task="au_detection")  # Every part of the dataset.
+  keep = frames_of_subjects(registry.subject_ids(source), data_cfg.frames_per_subject,
+                            tuple(data_cfg.subjects.get(dataset, ())),
+                            getattr(source, "meta", {}).get("subjects", []))
   names = registry.label_names(cfg, "au_detection", dataset)
-  return pool_from_source(source, names, dataset)
+  return pool_from_source(_TaskFromPath(registry.Subset(source, keep)), names, dataset)
+
+
+def frames_of_subjects(ids: np.ndarray, per_subject: int, subjects: Sequence[str] = (),
+                       names: Sequence[str] = ()) -> np.ndarray:
+  """Indices of up to `per_subject` frames of each subject (evenly spaced over its
+  frames in the source's order; 0 = all), of the named `subjects` only if given
+  (`names[id]` is each id's subject name). Items without a subject are dropped."""
+  ids = np.asarray(ids)
+  wanted = None
+  if subjects:
+    unknown = [s for s in subjects if s not in names]
+    if unknown:
+      raise ValueError(f"config.data.subjects names {unknown}, not in the prepared data "
+                       f"(subjects: {list(names)})")
+    wanted = {list(names).index(s) for s in subjects}
+  out = []
+  for s in np.unique(ids[ids >= 0]):
+    if wanted is not None and int(s) not in wanted:
+      continue
+    rows = np.flatnonzero(ids == s)
+    if per_subject and len(rows) > per_subject:
+      rows = rows[np.linspace(0, len(rows) - 1, per_subject).round().astype(int)]
+    out.append(rows)
+  if not out:
+    raise ValueError("no frame with a subject id in the prepared data (DeepFN needs subjects)")
+  return np.concatenate(out)
+
+
+class _TaskFromPath:
+  """Items + `task`, BP4D's task folder in `<subject>/<task>/<frame>` (the within-person
+  split's segments); sources without such paths pass through unchanged."""
+
+  def __init__(self, source: Any):
+    self.source = source
+    first = str(source[0].get("path", "")) if len(source) else ""
+    self.tasks: dict[str, int] | None = {} if first.count("/") >= 2 else None
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    item = self.source[i]
+    if self.tasks is not None:
+      task = str(item["path"]).split("/")[-2]
+      item = dict(item, task=np.int64(self.tasks.setdefault(task, len(self.tasks))))
+    return item

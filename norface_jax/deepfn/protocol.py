@@ -89,9 +89,18 @@ def _take(pool: data_lib.Pool, subjects: list[int]) -> data_lib.Pool:
 
 
 def _groups(pool, persons, key):
-  out = {}
+  """{group value: persons}; persons whose value is unknown (-1; for skin also the
+  Fitzpatrick III-IV subjects the paper leaves out) take part in no group split."""
+  out, unknown = {}, 0
   for d, s in persons:
-    out.setdefault(pool[d].attribute(s, key), []).append((d, s))
+    value = pool[d].attribute(s, key)
+    if value < 0:
+      unknown += 1
+      continue
+    out.setdefault(value, []).append((d, s))
+  if unknown:
+    logging.info("DeepFN %s splits: %d of %d subjects have no %s group and are left out.",
+                 key, unknown, len(persons), key)
   return out
 
 

@@ -180,7 +180,7 @@ def read(root: str, problems: common.Problems, *, plus: bool = False, fold_file:
   if fold_file:
     folds = common.read_fold_file(fold_file)
   elif plus:
-    n = num_folds or 4
+    n = num_folds or 3
     folds = common.FoldParts(common.seeded_folds(sorted(found), n, fold_seed),
                              f"BP4D+ {n} seeded folds (seed {fold_seed})", list(range(1, n + 1)))
   else:

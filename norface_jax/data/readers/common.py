@@ -219,8 +219,18 @@ class Records:
     return sum(len(v) for v in self.splits.values())
 
 
+# The paper's skin-type groups (DeepFN sec. 4): Fitzpatrick I-II lighter (0), V-VI darker
+# (1); III-IV belong to neither group (-1) and are left out of the skin analyses.
+def skin_group(fitzpatrick: int) -> int:
+  if not 1 <= fitzpatrick <= 6:
+    return -1
+  return 0 if fitzpatrick <= 2 else 1 if fitzpatrick >= 5 else -1
+
+
 def read_attributes(path: str, problems: Problems) -> dict[str, dict[str, int]]:
-  """Optional side file of group attributes: CSV `subject,gender,skin` (ints, -1 unknown)."""
+  """Optional side file of group attributes: CSV with a `subject` column, then `gender`
+  (0 male, 1 female) and either `skin` (0 lighter, 1 darker) or `fitzpatrick` (1-6,
+  grouped by `skin_group`); ints, -1 unknown."""
   out: dict[str, dict[str, int]] = {}
   if not os.path.isfile(path):
     return out
@@ -236,6 +246,8 @@ def read_attributes(path: str, problems: Problems) -> dict[str, dict[str, int]]:
         break
       vals[name] = iv
     else:
+      if "fitzpatrick" in vals:
+        vals["skin"] = skin_group(vals.pop("fitzpatrick"))
       out[row[0]] = vals
   return out
 

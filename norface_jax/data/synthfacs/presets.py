@@ -95,7 +95,7 @@ def _split(s: str) -> tuple[str, ...]:
   return tuple(s.split())
 
 
-def _bp4dplus_folds(subjects: tuple[str, ...], n: int = 4, seed: int = 0):
+def _bp4dplus_folds(subjects: tuple[str, ...], n: int = 3, seed: int = 0):
   order = np.random.default_rng(seed).permutation(len(subjects))
   return tuple(tuple(subjects[i] for i in sorted(part)) for part in np.array_split(order, n))
 

@@ -59,8 +59,10 @@ def write_bp4d(preset, root, subjects, frames, size, seed, identity_bias) -> int
   n_tasks = len(preset.tasks)
   pairs = [(s, f * n_tasks + t) for s in subjects for t in range(n_tasks) for f in range(frames)]
   occ: dict[tuple[str, str], list] = {}
+  attrs: dict[str, dict] = {}
   for (s, index), item in _batches(preset, seed, pairs, size, identity_bias):
     subj, task, frame = preset.subjects[s], preset.tasks[int(item["task"])], index // n_tasks
+    attrs[subj] = item
     _save(os.path.join(root, subj, task, f"{frame}.jpg"), item["image"])
     occ.setdefault((subj, task), []).append((frame, item["au"], item["au_intensity"]))
   os.makedirs(os.path.join(root, "AU_OCC"), exist_ok=True)
@@ -75,6 +77,7 @@ def write_bp4d(preset, root, subjects, frames, size, seed, identity_bias) -> int
       os.makedirs(d, exist_ok=True)
       with open(os.path.join(d, f"{subj}_{task}_AU{a:02d}.csv"), "w") as f:
         f.writelines(f"{frame},{int(inten[j])}\n" for frame, _, inten in rows)
+  write_subjects(root, attrs)
   return len(pairs)
 
 
@@ -82,8 +85,10 @@ def write_disfa(preset, root, subjects, frames, size, seed, identity_bias) -> in
   """<root>/<subj>/<frame>.png and ActionUnit_Labels/<subj>/<subj>_au<N>.txt."""
   pairs = [(s, f) for s in subjects for f in range(frames)]
   rows: dict[str, list] = {}
+  attrs: dict[str, dict] = {}
   for (s, frame), item in _batches(preset, seed, pairs, size, identity_bias):
     subj = preset.subjects[s]
+    attrs[subj] = item
     _save(os.path.join(root, subj, f"{frame}.png"), item["image"])
     rows.setdefault(subj, []).append((frame, item["au_intensity"]))
   for subj, r in rows.items():
@@ -92,7 +97,23 @@ def write_disfa(preset, root, subjects, frames, size, seed, identity_bias) -> in
     for j, a in enumerate(preset.intensity_aus):
       with open(os.path.join(d, f"{subj}_au{a}.txt"), "w") as f:
         f.writelines(f"{frame},{int(inten[j])}\n" for frame, inten in r)
+  write_subjects(root, attrs)
   return len(pairs)
+
+
+# SynthFACS draws two skin groups; as Fitzpatrick types: lighter -> II, darker -> V
+# (the paper's groups are I-II and V-VI).
+FITZPATRICK_OF_SKIN = (2, 5)
+
+
+def write_subjects(root: str, items: dict[str, dict]) -> None:
+  """`<root>/subjects.csv` (subject,gender,fitzpatrick), the side file a user writes for
+  the group analyses (docs/datasets.md), from each subject's rendered attributes."""
+  with open(os.path.join(root, "subjects.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["subject", "gender", "fitzpatrick"])
+    for subj in sorted(items):
+      w.writerow([subj, int(items[subj]["gender"]), FITZPATRICK_OF_SKIN[int(items[subj]["skin"])]])
 
 
 def write_affectnet(preset, root, subjects, frames, size, seed, identity_bias) -> int:
