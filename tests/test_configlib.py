@@ -51,7 +51,7 @@ def test_stage2_configs_carry_paper_defaults(name):
     c = configlib.load_config(path + arg)
     assert c.task in ("fer", "au_detection", "au_intensity")
     assert c.model.num_experts == 4 and c.model.top_k == 2
-    assert c.loss.lambda_imp == 1e-3 and c.loss.lambda_gl == 1e-3
+    assert c.loss.lambda_imp == c.loss.lambda_global == c.loss.lambda_local == 1e-3
     if not arg:
       assert c.num_epochs == 40
       assert c.optim.lr == {"fer": 2e-5, "au_detection": 1e-4, "au_intensity": 1e-3}[c.task]

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from norface_jax.losses import classification as cl
 
@@ -66,3 +67,15 @@ def test_balanced_pos_weight_and_task_loss():
   task = tasks.Task("au_detection", ("AU1", "AU2"), pos_weight=(3.0, 1.0))
   logits, y = jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 1.0]])
   np.testing.assert_allclose(task.loss(logits, y), (3 * LN2 + LN2) / 2, rtol=1e-6)
+
+
+def test_stage2_total_loss_weighs_each_router_term_by_hand():
+  """Eq. 11 with lambda_g&l split: table 12's "w/o L_global" / "w/o L_local" rows."""
+  import ml_collections
+  from norface_jax.training import stage2
+  r = {"importance": 2.0, "global_entropy": 3.0, "local_entropy": 5.0}
+  w = lambda imp, g, l: ml_collections.ConfigDict(dict(lambda_imp=imp, lambda_global=g,  # noqa: E731
+                                                       lambda_local=l))
+  assert stage2.total_loss(1.0, r, w(0.1, 0.01, 0.001)) == pytest.approx(1.0 + 0.2 + 0.03 + 0.005)
+  assert stage2.total_loss(1.0, r, w(0.0, 0.0, 1.0)) == pytest.approx(6.0)
+  assert stage2.total_loss(1.0, r, w(0.0, 1.0, 0.0)) == pytest.approx(4.0)

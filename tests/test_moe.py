@@ -171,3 +171,20 @@ def test_entropy_losses_by_hand():
   g = jax.grad(lambda p: moe_losses.local_entropy_loss(p)
                + moe_losses.global_entropy_loss(p))(probs)
   assert bool(jnp.all(jnp.isfinite(g)))
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_stage2_config_selects_the_moe_form(residual):
+  """config.model.moe_residual=False builds the paper's plain y = sum_k G_k Exp_k(x) in
+  every MoE block (no pre-norm parameters), True the pre-norm residual form."""
+  from norface_jax.training import stage2, stage2_config
+  c = stage2_config.task_config("synthetic,runlocal", task="fer", dataset="affectnet")
+  c.model.moe_residual = residual
+  model = stage2.make_model(c, stage2.make_task(c))
+  x = jnp.zeros((2, 64, 64, 3))
+  params = jax.eval_shape(lambda: model.init({"params": jax.random.key(0),
+                                              "router": jax.random.key(1)}, x, x,
+                                             train=False))["params"]
+  blocks = sorted(k for k in params if "moe" in k)
+  assert blocks == ["input_moe_norm", "input_moe_orig", "output_moe"]
+  assert all(("norm" in params[b]) == residual for b in blocks)

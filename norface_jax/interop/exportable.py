@@ -92,7 +92,7 @@ def _restore_cla(config, workdir: str, which: str, step: int | None) -> Restored
                 use_input_moe=m.use_input_moe, use_output_moe=m.use_output_moe,
                 num_experts=m.num_experts, top_k=m.top_k,
                 expert_hidden=m.expert_hidden or None, pool=m.pool,
-                pos_embed=m.get("pos_embed", "sincos"))
+                pos_embed=m.get("pos_embed", "sincos"), moe_residual=m.get("moe_residual", True))
   model = setup.model.clone(dtype=np.float32)
 
   def apply(*images):

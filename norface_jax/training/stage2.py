@@ -63,6 +63,7 @@ def make_model(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> nn.Mo
       num_experts=m.num_experts, top_k=m.top_k, expert_hidden=m.expert_hidden or None,
       pool=m.pool, router_noise=m.router_noise, dispatch=m.dispatch,
       remat=m.remat, scan=m.scan, pos_embed=m.get("pos_embed", "sincos"),
+      moe_residual=m.get("moe_residual", True),
       head_init_std=head_init_std(config), dtype=jnp.dtype(config.dtype))
 
 
@@ -137,6 +138,14 @@ def router_losses(aux: dict[str, dict[str, jax.Array]]) -> dict[str, jax.Array]:
   return out
 
 
+def total_loss(cla: jax.Array, router: dict[str, jax.Array], loss_config: Any) -> jax.Array:
+  """L = L_cla + lambda_imp L_imp + lambda_global L_global + lambda_local L_local (eq. 11,
+  with the paper's single lambda_g&l split in two for table 12's rows)."""
+  return (cla + loss_config.lambda_imp * router["importance"]
+          + loss_config.lambda_global * router["global_entropy"]
+          + loss_config.lambda_local * router["local_entropy"])
+
+
 def augment_streams(rng: jax.Array, x: jax.Array, x_n: jax.Array | None, targets: jax.Array,
                     aug_config: dict[str, Any]) -> tuple[jax.Array, jax.Array | None, jax.Array]:
   """Same geometric and colour transform on I_o and I_n (channel-stacked), mixed labels."""
@@ -155,7 +164,6 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
   """
   dtype = jnp.dtype(config.dtype)
   aug_config = dict(config.augment)
-  lam_imp, lam_gl = config.loss.lambda_imp, config.loss.lambda_gl
   smoothing = config.loss.label_smoothing
   two_streams = uses_normalized(config)
 
@@ -178,7 +186,7 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
                                  rngs={"router": router_rng, "dropout": dropout_rng})
       cla = task.loss(outputs, targets, smoothing)
       r = router_losses(aux)
-      total = cla + lam_imp * r["importance"] + lam_gl * (r["global_entropy"] + r["local_entropy"])
+      total = total_loss(cla, r, config.loss)
       stats = {f"router/{name}/load_e{e}": block["load"][e]
                for name, block in aux.items() if "load" in block
                for e in range(block["load"].shape[0])}

@@ -81,6 +81,11 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       remat=False,
       scan=False,
       pos_embed="sincos",         # sincos (MAE) | learned (imported timm ViTs).
+      # MoE block form. True (default): x + sum_k G_k Exp_k(LN(x)), pre-norm residual as
+      # every transformer MLP, so that at initialisation a block passes e_f through
+      # instead of replacing it with a sum of random experts. False: the paper's plain
+      # y = sum_k G_k Exp_k(x) (sec. 3.2), for the faithful ablation.
+      moe_residual=True,
       # Head kernel init: auto = MAE's trunc_normal(2e-5) with init_from, lecun_normal
       # from a random encoder (the 2e-5 head freezes a random encoder); mae | lecun.
       head_init="auto",
@@ -89,7 +94,11 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
   # au_pos_weight (AU detection): "balanced" weighs each AU's positives by its
   # negatives-to-positives ratio in the training labels (clipped to [1, 10]; as AU
   # detectors such as JAA-Net weight rare AUs), "none" = plain BCE.
-  c.loss = dict(lambda_imp=1e-3, lambda_gl=1e-3, label_smoothing=0.0, au_pos_weight="balanced")
+  # lambda_global / lambda_local: the paper's lambda_g&l (1e-3), one weight per term so
+  # that table 12's "w/o L_global" and "w/o L_local" rows are lambda_global=0 /
+  # lambda_local=0.
+  c.loss = dict(lambda_imp=1e-3, lambda_global=1e-3, lambda_local=1e-3, label_smoothing=0.0,
+                au_pos_weight="balanced")
 
   c.optim = dict(name="adamw", lr=TASK_LR[task], b1=0.9, b2=0.999, eps=1e-8,
                  weight_decay=0.05, grad_clip=1.0, warmup_steps=500,
