@@ -55,3 +55,25 @@ def test_stage2_configs_carry_paper_defaults(name):
     if not arg:
       assert c.num_epochs == 40
       assert c.optim.lr == {"fer": 2e-5, "au_detection": 1e-4, "au_intensity": 1e-3}[c.task]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))))
+def test_full_size_stage1_and_stage2_warn_without_an_mae_encoder(path, monkeypatch):
+  """Full-size stage-1 / stage-2 configs without init_from warn loudly (before anything
+  compiles); with init_from, or at CPU size, they do not."""
+  from norface_jax.training import checkpointing
+  c = configlib.load_config(path)
+  name = os.path.basename(path)[:-3]
+  if c.get("stage") not in ("cla", "nor") or name == "stage1_synthfacs":  # CPU-sized.
+    return
+  warned = []
+  monkeypatch.setattr(checkpointing.logging, "warning", lambda *a: warned.append(a))
+  c.init_from = ""
+  assert checkpointing.init_from_hook(c, pretrained_encoder=True) is None
+  assert checkpointing.is_full_size(c) and len(warned) == 1 and "RANDOM" in warned[0][0]
+  c.init_from = "/somewhere/checkpoints"
+  assert checkpointing.init_from_hook(c, pretrained_encoder=True) is not None
+  small = configlib.load_config(path + ":runlocal")
+  small.init_from = ""
+  checkpointing.init_from_hook(small, pretrained_encoder=True)
+  assert len(warned) == 1

@@ -148,10 +148,28 @@ def graft_params(params: Any, path: str, key: str) -> Any:
   return out
 
 
-def init_from_hook(config: Any, field: str = "params"):
+def is_full_size(config: Any) -> bool:
+  """A ViT-B-sized or larger encoder (the papers' sizes), not a CPU/test one."""
+  from norface_jax.models import vit as vit_lib
+  return vit_lib.decode_variant(config.model.encoder)["width"] >= 768
+
+
+def init_from_hook(config: Any, field: str = "params", *, pretrained_encoder: bool = False):
   """The loop's `after_init` for `config.init_from`: grafts `config.init_from_key` of that
-  checkpoint into the fresh state's `field` (None without `init_from`)."""
+  checkpoint into the fresh state's `field` (None without `init_from`).
+
+  `pretrained_encoder`: the method starts this stage from an MAE encoder (stages 1 and
+  2); a full-size encoder (ViT-B or larger) without `init_from` gets a loud warning
+  here, before anything compiles.
+  """
   if not config.get("init_from"):
+    if pretrained_encoder and is_full_size(config):
+      logging.warning(
+          "%s\n  config.init_from is empty: the %s encoder starts from RANDOM weights.\n"
+          "  The paper starts it from an MAE checkpoint (launch/train.py --config="
+          "configs/mae_pretrain.py, then --config.init_from=<mae workdir>/checkpoints);\n"
+          "  a random start is only table 8's 'random init' ablation.\n%s",
+          "!" * 78, config.model.encoder, "!" * 78)
     return None
   return lambda state: state.replace(**{field: graft_params(
       getattr(state, field), config.init_from, config.init_from_key)})

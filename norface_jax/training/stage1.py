@@ -355,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   loader = data_loader.train_loader(train_source, batch_size=config.input.batch_size, seed=config.seed,
                                  keys=keys, worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
-  after_init = checkpointing.init_from_hook(config, "g_params")
+  after_init = checkpointing.init_from_hook(config, "g_params", pretrained_encoder=True)
   train_step = make_train_step(setup.gen, setup.disc, fns, config, setup.g_tx, setup.d_tx,
                                target_u8 if config.get("fixed_target", False) else None)
   stage = loop.Stage(

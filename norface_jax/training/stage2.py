@@ -339,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # best checkpoint), or the test split as a curve only (select='last').
   evaluate = make_eval_hook(eval_fn, val_source or eval_source,
                             task if val_source else test_task, config, mesh, keys, frozen, workdir)
-  after_init = checkpointing.init_from_hook(config)
+  after_init = checkpointing.init_from_hook(config, pretrained_encoder=True)
   stage = loop.Stage(
       name="stage2", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
       step_rng=setup.step_rng, abstract_state=setup.abstract_state,
