@@ -65,3 +65,17 @@ def test_selection_settings_are_checked_before_any_work():
     stage2.check_selection(c)
   c = stage2_config.task_config("synthetic,runlocal,select=last", task="fer", dataset="affectnet")
   assert c.eval.select == "last" and c.data.val_share == 0.0 and stage2.check_selection(c) == "last"
+
+
+def test_cross_dataset_trains_on_the_whole_source_and_tests_the_whole_target():
+  c = _data(test_dataset="disfa", test_preset="disfa")
+  train = registry.make_source(c.data, "train", task="au_detection")
+  val = registry.make_source(c.data, "val", task="au_detection")
+  test = registry.make_source(c.data, "test", task="au_detection")
+  from norface_jax.data.synthfacs import presets
+  n_source = len(presets.get("bp4d").subjects)
+  assert len(set(registry.subject_ids(train)) | set(registry.subject_ids(val))) == n_source
+  assert test.source.split == "all" and len(set(registry.subject_ids(test))) == len(
+      presets.get("disfa").subjects)
+  # The AUs both datasets label, in the test dataset's columns.
+  assert test[0]["au"].shape == (len(registry.eval_columns(c.data, "au_detection")[0]),)

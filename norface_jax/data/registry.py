@@ -105,7 +105,9 @@ def make_source(data_config: Any, split: str, *, task: str) -> Any:
   `val` is a seeded, subject-exclusive share (`data.val_share`) of the dataset's training
   part, and `train` is the rest of it (all of it when `val_share` is 0): model selection
   happens on `val`, never on `test`. Items of `val` keep their training paths. `all` is
-  every item of the dataset (its training and test parts).
+  every item of the dataset (its training and test parts). With `data.test_dataset` set
+  to another dataset, training reads the whole source dataset and `test` the whole
+  target dataset, as the papers' cross-dataset tables do (no fold parts).
   """
   if split not in SPLITS:
     raise ValueError(f"split {split!r}; expected one of {SPLITS}")
@@ -113,9 +115,11 @@ def make_source(data_config: Any, split: str, *, task: str) -> Any:
   if mode not in NORMALIZATION_MODES:
     raise ValueError(f"config.data.normalization={mode!r}; expected one of {NORMALIZATION_MODES}")
   part = "train" if split == "val" else split  # The dataset's own split that is read.
+  if test_dataset(data_config) != data_config.dataset:
+    part = "all"  # Cross-dataset (Norface tables 5-6): the whole source, the whole target.
   dataset = test_dataset(data_config) if split == "test" else data_config.dataset
   if data_config.synthetic:
-    source = _synthfacs_source(data_config, part, dataset, oracle=(mode == "oracle"))
+    source = _synthfacs_source(data_config, split, part, dataset, oracle=(mode == "oracle"))
   else:
     if mode == "oracle":
       raise ValueError("config.data.normalization='oracle' exists only for SynthFACS "
@@ -138,7 +142,9 @@ def make_source(data_config: Any, split: str, *, task: str) -> Any:
   return source
 
 
-def _synthfacs_source(data_config: Any, split: str, dataset: str, *, oracle: bool) -> Any:
+def _synthfacs_source(data_config: Any, split: str, part: str, dataset: str, *,
+                      oracle: bool) -> Any:
+  """`split` (train/val/test/all) of the config's preset(s), read from preset split `part`."""
   preset = (data_config.get("test_preset", "") or dataset) if split == "test" else data_config.preset
   if preset == "":
     preset = dataset
@@ -146,7 +152,7 @@ def _synthfacs_source(data_config: Any, split: str, dataset: str, *, oracle: boo
   if split == "test" and data_config.get("test_frames_per_subject", 0):
     frames = data_config.test_frames_per_subject
   return _cached_synthfacs(
-      preset, split, int(data_config.fold), int(data_config.get("seed", 0)),
+      preset, part, int(data_config.fold), int(data_config.get("seed", 0)),
       int(data_config.image_size), float(data_config.identity_bias), int(frames or 0),
       int(data_config.num_identities or 0), int(data_config.num_classes),
       int(data_config.target_subject) if oracle else -1)
@@ -331,6 +337,10 @@ class Subset:
 
 
 def subject_ids(source: Any) -> np.ndarray | None:
-  """One subject id per item of `source` (its `subject_ids()`), or None if it has none."""
+  """One subject id per item of `source` (its `subject_ids()`, or that of the source it
+  wraps item for item), or None if it has none."""
   fn = getattr(source, "subject_ids", None)
-  return None if fn is None else np.asarray(fn())
+  if fn is None:
+    inner = getattr(source, "source", None)
+    return None if inner is None else subject_ids(inner)
+  return np.asarray(fn())
