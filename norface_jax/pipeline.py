@@ -206,6 +206,9 @@ class Pipeline:
     c.checkpoint_every = s.steps
     c.log_every = max(1, min(c.log_every, s.steps))
     c.eval.max_examples = 0  # The whole test split: the probes score the same faces.
+    # One evaluation, after the last step: nothing is selected, every row (and every
+    # probe) trains on all training subjects, as the paper's protocol does.
+    stage2_config.set_selection(c, "last")
     if s.init_from_mae:
       c.init_from = self.path("mae", "checkpoints")
     source = COMPARISONS.get(run, "precomputed")
@@ -269,9 +272,10 @@ class Pipeline:
       tag = target.replace(":", "_").replace("/", "_")
       out = self.path("target_study", tag, "normalized")
       self.normalize(target, out)
-      from norface_jax.training import stage2
+      from norface_jax.training import stage2, stage2_config
       c = self.cla_config("au_detection", "learned", 0)
       c.data.normalized_dir = out
+      stage2_config.set_selection(c, "val")  # Candidates compared on held-out subjects.
       # Chosen on the validation subjects' F1 (the test split stays for reporting).
       scores[target] = stage2.train_and_evaluate(c, self.path("target_study", tag, "cla"))[
           "selection"]["value"]

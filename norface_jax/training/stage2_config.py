@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 TASKS = ("fer", "au_detection", "au_intensity")
+VAL_SHARE = 0.15  # Training subjects held out for model selection (eval.select='val').
 TASK_LR = {"au_detection": 1e-4, "au_intensity": 1e-3, "fer": 2e-5}
 TASK_BEST_METRIC = {"au_detection": ("f1/mean", "max"), "au_intensity": ("icc/mean", "max"),
                     "fer": ("accuracy", "max")}
@@ -60,7 +61,7 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       test_preset="",
       # Model selection: this share of the training subjects (seeded, subject-exclusive)
       # is held out as the 'val' split (eval.select='val'); 0 trains on all of them.
-      val_share=0.15,
+      val_share=VAL_SHARE,
       val_seed=0,
   )
   c.input = dict(batch_size=64, eval_batch_size=128, workers=0, prefetch=2)
@@ -192,9 +193,12 @@ SELECTIONS = ("val", "last")
 
 
 def set_selection(c: ml_collections.ConfigDict, select: str) -> None:
-  """`select='last'` also trains on every training subject (nothing to hold out)."""
+  """`select='last'` also trains on every training subject (nothing to hold out);
+  `select='val'` holds out `VAL_SHARE` of them unless a share is set already."""
   if select not in SELECTIONS:
     raise ValueError(f"select={select!r}; expected one of {SELECTIONS}")
   c.eval.select = select
   if select == "last":
     c.data.val_share = 0.0
+  elif c.data.val_share <= 0:
+    c.data.val_share = VAL_SHARE
