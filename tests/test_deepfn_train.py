@@ -6,6 +6,7 @@ import os
 import jax
 import ml_collections
 import numpy as np
+import pytest
 import scipy.stats
 
 from norface_jax.deepfn import ae_train
@@ -67,6 +68,31 @@ def test_groups_leave_out_subjects_without_a_group():
                                                            1: [("d", 1), ("d", 3)]}
 
 
+def test_summary_by_hand():
+  """Per-AU means and gains, and the scores grouped by the test set's group."""
+  def rec(direction, kind, score, au):
+    return {"group": "gender", "analysis": "cross" if direction[0] != direction[-1] else "within",
+            "input": kind, "direction": direction, "score": score, "per_au": au, "rep": 0,
+            "split": 0}
+  records = [rec("male→female", "original", 0.6, [0.5, 0.7]),
+             rec("female→female", "original", 0.8, [0.7, 0.9]),
+             rec("female→male", "original", 0.4, [0.3, 0.5]),
+             rec("male→male", "original", 0.2, [0.1, 0.3]),
+             rec("male→female", "deepfn", 0.7, [0.6, 0.8]),
+             rec("female→female", "deepfn", 0.9, [0.8, 1.0]),
+             rec("female→male", "deepfn", 0.5, [0.4, 0.6]),
+             rec("male→male", "deepfn", 0.3, [0.2, 0.4])]
+  effects = protocol.test_group_effects(records)["gender"]
+  assert effects["original"]["female"] == {"mean": pytest.approx(0.7), "n": 2}
+  assert effects["original"]["male"] == {"mean": pytest.approx(0.3), "n": 2}
+  got = effects["deepfn"]["t-test"]
+  ref = scipy.stats.ttest_ind([0.7, 0.9], [0.5, 0.3])
+  assert np.isclose(got["t"], ref.statistic) and np.isclose(got["p"], ref.pvalue)
+  cross = protocol.per_au([r for r in records if r["analysis"] == "cross"])
+  np.testing.assert_allclose(cross["original"], [0.4, 0.6])
+  np.testing.assert_allclose(cross["gain"], [0.1, 0.1])
+
+
 def test_protocol_end_to_end_on_prepared_bp4d_and_disfa(tmp_path):
   """As a user with the real datasets runs it: BP4D and DISFA in their raw layouts (here
   written by SynthFACS, with the `subjects.csv` of genders and Fitzpatrick types), prepared
@@ -90,11 +116,20 @@ def test_protocol_end_to_end_on_prepared_bp4d_and_disfa(tmp_path):
   work = tmp_path / "work"
   out = protocol.run(c, str(work))
   assert out["info"]["subjects"] == {"bp4d": 8, "disfa": 3}  # 9 minus the template.
-  for name in ("deepfn_table.md", "deepfn_protocol.png", "deepfn_examples.png", "records.json"):
+  for name in ("deepfn_table.md", "deepfn_protocol.png", "deepfn_examples.png", "records.json",
+               "deepfn_per_au.png"):
     assert os.path.getsize(work / name) > 0
   table = (work / "deepfn_table.md").read_text()
   for row in protocol.ROWS.values():
     assert f"| {row} |" in table
+  # The paper's counts: one split per person (person-dependent), 2 draws (person-
+  # independent), one per direction (the group rows), per repetition.
+  rows = out["summary"]["rows"]
+  assert rows["Person-dependent"]["splits_per_rep"] == c.protocol.person_dependent_persons
+  assert rows["Person-independent"]["splits_per_rep"] == 2
+  assert rows["Gender-independent"]["splits_per_rep"] == 2 and "| 1x2 |" in table
+  assert len(rows["Person-independent"]["per_au"]["gain"]) == 12
+  assert "female vs male test sets" in json.dumps(out["summary"]["test_groups"])
   # The t-tests in the report are scipy's on the recorded per-subject scores.
   recs = json.loads((work / "records.json").read_text())["records"]
   w = [r["score"] for r in recs if r["group"] == "gender" and r["analysis"] == "within"

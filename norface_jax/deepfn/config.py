@@ -45,6 +45,7 @@ def protocol_config(arg: str | None, *, dataset: str,
   c.protocol = dict(repetitions=20, n_train=4, n_val=2, groups=("person", "gender", "skin",
                                                                 "dataset"),
                     person_dependent_persons=0,  # 0 = every person, as the paper's 20x40.
+                    person_independent_draws=2,  # People→People draws per rep (20x2).
                     template_by="count")
   if a.runlocal or a.tiny:
     # CPU-sized: 64x64 AE input (the AE then has a 2x2 bottleneck grid instead of 4x4),

@@ -112,8 +112,11 @@ def _need(group_name: str, members: list, n: int) -> None:
 
 def make_splits(group: str, analysis: str, pools: dict, main: str, other: str,
                 rng: np.random.Generator, n_train: int, n_val: int,
-                person_dependent: int) -> list[Split]:
-  """The splits of one (group, analysis) for one repetition."""
+                person_dependent: int, draws: int = 2) -> list[Split]:
+  """The splits of one (group, analysis) for one repetition: one per person (person,
+  within), `draws` draws (person, cross), one per direction (gender, skin, dataset: A→A
+  and B→B within, A→B and B→A across), so that a repetition has the paper's table-5
+  count of splits ("20x40", "20x2")."""
   persons = [(main, s) for s in pools[main].subjects()]
   k = n_train + n_val
   shuffle = lambda xs: [xs[i] for i in rng.permutation(len(xs))]  # noqa: E731
@@ -131,9 +134,12 @@ def make_splits(group: str, analysis: str, pools: dict, main: str, other: str,
     return splits
   if group == "person":
     _need("people", persons, k + 1)
-    order = shuffle(persons)
-    return [Split(group, analysis, "People→People", order[:n_train], order[n_train:k],
-                  order[k:])]
+    splits = []
+    for _ in range(draws):  # Independent draws of the same condition (the paper's "x2").
+      order = shuffle(persons)
+      splits.append(Split(group, analysis, "People→People", order[:n_train], order[n_train:k],
+                          order[k:]))
+    return splits
   if group in ("gender", "skin"):
     names = data_lib.GENDER_NAMES if group == "gender" else data_lib.SKIN_NAMES
     members = _groups(pools, persons, group)
@@ -418,7 +424,8 @@ def _run(config, workdir: str, guard: multihost.PreemptionGuard, on_chunk) -> di
       for analysis in ("within", "cross"):
         # Splits and seeds are drawn for done splits too: later ones stay the same.
         splits = make_splits(group, analysis, analysis_pools, main, other, rng, p.n_train,
-                             p.n_val, p.person_dependent_persons)
+                             p.n_val, p.person_dependent_persons,
+                             p.get("person_independent_draws", 2))
         for i, split in enumerate(splits):
           seed = int(rng.integers(2**31))
           key = f"rep{rep}/{group}/{analysis}/{i}"
@@ -427,7 +434,7 @@ def _run(config, workdir: str, guard: multihost.PreemptionGuard, on_chunk) -> di
             continue
           stem = (os.path.join(save_dir, f"lenet_rep{rep}_{group}_{analysis}_{i}")
                   if save in ("lenet", "all") else None)
-          recs = [{"rep": rep, **r} for r in run_split(config, analysis_pools, inputs, split,
+          recs = [{"rep": rep, "split": i, **r} for r in run_split(config, analysis_pools, inputs, split,
                                                        aus, trainers, seed, stem)]
           _append_progress(progress, key, recs)
           records += recs
@@ -445,6 +452,8 @@ def _run(config, workdir: str, guard: multihost.PreemptionGuard, on_chunk) -> di
   from norface_jax.deepfn import report
   report.write_markdown(os.path.join(workdir, "deepfn_table.md"), summary, info, config)
   report.write_chart(os.path.join(workdir, "deepfn_protocol.png"), summary)
+  report.write_per_au_chart(os.path.join(workdir, "deepfn_per_au.png"), summary,
+                            pools[main].au_names)
   report.write_examples(os.path.join(workdir, "deepfn_examples.png"), pools, inputs, main, other,
                         template)
   return {"summary": summary, "info": info, "records": records, "stopped": ""}
@@ -465,9 +474,13 @@ def summarize(records: list[dict]) -> dict[str, Any]:
                        "sem": float(s.std(ddof=1) / np.sqrt(len(s))) if len(s) > 1 else 0.0,
                        "n": int(len(s))}
     if entry:
-      dirs = sorted({r["direction"] for r in records
-                     if r["group"] == group and r["analysis"] == analysis})
-      rows[name] = {"group": group, "analysis": analysis, "directions": dirs, **entry}
+      mine = [r for r in records if r["group"] == group and r["analysis"] == analysis]
+      dirs = sorted({r["direction"] for r in mine})
+      reps = {r.get("rep", 0) for r in mine}
+      splits = {(r.get("rep", 0), r.get("split", r["direction"])) for r in mine}
+      rows[name] = {"group": group, "analysis": analysis, "directions": dirs,
+                    "repetitions": len(reps), "splits_per_rep": len(splits) // max(len(reps), 1),
+                    **entry, "per_au": per_au(mine)}
   for group in GROUPS:
     w = {k: scores(group, "within", k) for k in INPUTS}
     c = {k: scores(group, "cross", k) for k in INPUTS}
@@ -480,4 +493,38 @@ def summarize(records: list[dict]) -> dict[str, Any]:
         "within: DeepFN vs original": t_test(w["deepfn"], w["original"]),
         "cross DeepFN vs within original": t_test(c["deepfn"], w["original"]),
     }
-  return {"rows": rows, "tests": tests}
+  return {"rows": rows, "tests": tests, "test_groups": test_group_effects(records)}
+
+
+def per_au(records: list[dict]) -> dict[str, list[float]]:
+  """Per-AU mean over the records' test subjects, per input, and DeepFN's gain (the
+  paper's Fig. 4 for the person-independent row)."""
+  out = {}
+  for kind in INPUTS:
+    rows = [r["per_au"] for r in records if r["input"] == kind and "per_au" in r]
+    if rows and len({len(x) for x in rows}) == 1:
+      out[kind] = np.nanmean(np.asarray(rows, np.float64), axis=0).tolist()
+  if len(out) == len(INPUTS):
+    out["gain"] = (np.asarray(out["deepfn"]) - np.asarray(out["original"])).tolist()
+  return out
+
+
+def test_group_effects(records: list[dict]) -> dict[str, Any]:
+  """Scores by the test set's group (gender: female vs male test sets; skin: darker vs
+  lighter), whatever the training group, per input, with the two-sample t-test; the
+  paper's sec. 5.2 finding that female test sets score higher."""
+  out = {}
+  for group in ("gender", "skin"):
+    mine = [r for r in records if r["group"] == group]
+    if not mine:
+      continue
+    names = data_lib.GENDER_NAMES if group == "gender" else data_lib.SKIN_NAMES
+    entry = {}
+    for kind in INPUTS:
+      by_test = {g: [r["score"] for r in mine if r["input"] == kind
+                     and r["direction"].split("→")[-1] == g] for g in names}
+      entry[kind] = {g: {"mean": float(np.mean(v)) if v else float("nan"), "n": len(v)}
+                     for g, v in by_test.items()}
+      entry[kind]["t-test"] = t_test(by_test[names[1]], by_test[names[0]])
+    out[group] = {"compared": f"{names[1]} vs {names[0]} test sets", **entry}
+  return out

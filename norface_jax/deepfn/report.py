@@ -35,15 +35,35 @@ def write_markdown(path: str, summary: dict, info: dict, config) -> None:
     n_aus = len(info["aus"]["common"] if row["group"] == "dataset" else info["aus"]["main"])
     n = row.get("original", {}).get("n", 0)
     lines.append(f"| {name} | {row['group']} | {row['analysis']} | "
-                 f"{', '.join(row['directions'])} | {n_aus} | {info['repetitions']}x"
-                 f"{len(row['directions'])} | {n} | {_cell(row.get('original'))} | "
-                 f"{_cell(row.get('deepfn'))} |")
+                 f"{', '.join(row['directions'])} | {n_aus} | "
+                 f"{row.get('repetitions', info['repetitions'])}x"
+                 f"{row.get('splits_per_rep', len(row['directions']))} | {n} | "
+                 f"{_cell(row.get('original'))} | {_cell(row.get('deepfn'))} |")
   lines += ["", "Two-sample t-tests (`scipy.stats.ttest_ind`) over the per-subject scores:", "",
             "| Group | Comparison | t | p | n_a | n_b |", "|---|---|---|---|---|---|"]
   for group, tests in summary["tests"].items():
     for comp, t in tests.items():
       lines.append(f"| {group} | {comp} | {t['t']:.2f} | {_p(t['p'])} | {t['n_a']} | "
                    f"{t['n_b']} |")
+  effects = summary.get("test_groups", {})
+  if effects:
+    lines += ["", "By the test set's group, whatever the training group (mean score, %; "
+              "t-test between the two test groups):", "",
+              "| Group | Input | Test group A | Test group B | t | p |", "|---|---|---|---|---|---|"]
+    for group, e in effects.items():
+      for kind in LABELS:
+        groups = [g for g in e[kind] if g != "t-test"]
+        cells = [f"{g} {100 * e[kind][g]['mean']:.1f} (n={e[kind][g]['n']})" for g in groups]
+        t = e[kind]["t-test"]
+        lines.append(f"| {group} | {LABELS[kind]} | {cells[0]} | {cells[1]} | {t['t']:.2f} | "
+                     f"{_p(t['p'])} |")
+  person = summary["rows"].get("Person-independent", {}).get("per_au", {})
+  if "gain" in person:
+    aus = info["aus"]["main"]
+    lines += ["", "Person-independent, per AU (the paper's Fig. 4; score %):", "",
+              "| Input | " + " | ".join(aus) + " |", "|---|" + "---|" * len(aus)]
+    for kind, label in (*LABELS.items(), ("gain", "Gain")):
+      lines.append(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in person[kind]) + " |")
   ae = info["ae"]
   lines += ["", f"Template: {info['template']} (highest median AU activation). Subjects after "
             f"excluding it: {info['subjects']}. AEs: {ae['persons']} persons x "
@@ -83,6 +103,17 @@ def chart(summary: dict) -> Figure:
 
 def write_chart(path: str, summary: dict) -> None:
   plots.save_figure(chart(summary), path)
+
+
+def write_per_au_chart(path: str, summary: dict, aus) -> bool:
+  """The paper's Fig. 4: person-independent per-AU scores, original vs DeepFN."""
+  per = summary["rows"].get("Person-independent", {}).get("per_au", {})
+  if "gain" not in per:
+    return False
+  fig = plots.per_au_bars({LABELS[k]: 100 * np.asarray(per[k]) for k in LABELS}, list(aus),
+                          ylabel="(F1 + accuracy) / 2, %")
+  plots.save_figure(fig, path)
+  return True
 
 
 def write_examples(path: str, pools, inputs, main: str, other: str, template, n: int = 8) -> None:
