@@ -137,3 +137,30 @@ def test_total_steps_from_epochs():
   assert loop.total_steps(c, 10) == 5
   c.total_steps = 7
   assert loop.total_steps(c, 10) == 7
+
+
+def test_checkpoint_saves_compile_no_slices(tmp_path, monkeypatch):
+  """Small replicated arrays are saved whole (checkpointing.MIN_REPLICA_SLICE_BYTES), not
+  cut per replica by an eager slice that compiles once per array shape."""
+  import logging
+  compiled = []
+
+  class Listen(logging.Handler):
+    def emit(self, record):
+      if record.getMessage().startswith("Finished XLA compilation"):
+        compiled.append(record.getMessage())
+
+  handler = Listen()
+  logging.getLogger("jax").addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      ckpt = checkpointing.Checkpointer(str(tmp_path), async_save=False)
+      mesh = sharding.make_mesh((("data", -1),))
+      state = {f"w{i}": jax.device_put(np.ones((i + 1, 8), np.float32), sharding.replicated(mesh))
+               for i in range(5)}
+      ckpt.save(1, state, None, force=True)
+      ckpt.close()
+  finally:
+    logging.getLogger("jax").removeHandler(handler)
+  assert len(jax.devices()) == 8 and (tmp_path / "checkpoints" / "1").is_dir()
+  assert not [m for m in compiled if "jit(slice" in m], compiled

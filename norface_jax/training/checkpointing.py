@@ -17,6 +17,16 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+# Orbax writes a replicated array in slices, one per replica ("replica-parallel"), and
+# cuts each slice with an eager `jax.lax.slice_in_dim`: one XLA compile per array shape
+# and process (on 8 CPU devices, ~150 compiles for a small model's first save). Only
+# arrays whose per-replica slice reaches this size are split; smaller ones are written
+# whole by one replica, which is faster for them anyway.
+MIN_REPLICA_SLICE_BYTES = 4 << 20
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+
 
 class Checkpointer:
   """Latest + best checkpoints of one run."""
