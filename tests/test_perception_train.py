@@ -28,9 +28,16 @@ def tiny_perception_config():
   return c
 
 
-def test_perception_train_sigterm_resume_and_load(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """The tiny perception run, shared by the tests below (its directory and result)."""
+  path = tmp_path_factory.mktemp("perception") / "full"
+  return path, perception_train.train_and_evaluate(tiny_perception_config(), str(path))
+
+
+def test_perception_train_sigterm_resume_and_load(tmp_path, trained):
   c = tiny_perception_config()
-  result = perception_train.train_and_evaluate(c, str(tmp_path / "full"))
+  full, result = trained
   # A real SIGTERM after step 2: checkpointed, no quality.json yet; the rerun resumes
   # and ends bit-identical to the uninterrupted run.
   kill = lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 2 else None  # noqa: E731
@@ -50,11 +57,11 @@ def test_perception_train_sigterm_resume_and_load(tmp_path):
     assert np.isfinite(q[k]), k
   assert 0.0 <= q["identity/accuracy_heldout_frames"] <= 1.0
   assert q["n_test"] == 14  # bp4d fold 0: 14 test subjects x 1 frame
-  logs = [row for row in writers.read_jsonl(str(tmp_path / "full")) if "training_loss" in row]
+  logs = [row for row in writers.read_jsonl(str(full)) if "training_loss" in row]
   for k in ("loss/identity", "loss/landmarks", "loss/expression", "loss/eyebrow", "loss/vgg_id",
             "loss/eval_au", "loss/eval_id"):
     assert k in logs[-1] and np.isfinite(logs[-1][k]), k
-  nets = perception_nets.load(str(tmp_path / "full"))
+  nets = perception_nets.load(str(full))
   x = jnp.zeros((2, 64, 64, 3))
   f = nets.functions()
   assert [a.shape for a in f["vgg"](nets.variables["vgg"], x)] == [(2, 32, 32, 16)] * 2
@@ -102,3 +109,31 @@ def _fake_trained(workdir, c):
   open(os.path.join(workdir, "perception.json"), "w").write("{}")
 
 
+
+
+def test_stage2_features_stream_reads_the_frozen_networks(tmp_path, trained):
+  """Table 9's "w/ E_exp&E_eye": stage 2 with the original stream and, in place of I_n,
+  the frozen expression and eyebrow networks' outputs on I_o (projected to the ViT
+  width before the Input MoE) trains, and the features are exactly those networks'."""
+  from tests.test_train_stage2 import tiny_config
+  from norface_jax.training import stage2
+  full, _ = trained
+  c = tiny_config("bp4d_au", extra=",select=last")
+  c.model.streams = ("orig", "features")
+  c.data.normalization = "none"
+  c.data.perception_dir = str(full)
+  c.total_steps = 2
+  c.eval_every = 2
+  nets = perception_nets.load(str(full))
+  f = nets.functions()
+  x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+  want = np.concatenate([f["expression"](nets.variables["expression"], x / 255.0),
+                         f["eyebrow"](nets.variables["eyebrow"], x / 255.0)], -1)
+  prepare, frozen = stage2.load_frozen(c)
+  got = prepare(frozen, {"image": jnp.asarray(x)})["features"]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert stage2.feature_dim(c) == want.shape[-1] == 32 + 4  # embedding + 4 brow channels
+  result = stage2.train_and_evaluate(c, str(tmp_path))
+  kernel = result["state"].params["feature_proj"]["kernel"]
+  assert kernel.shape == (36, 32) and np.isfinite(result["report"]["f1/mean"])
+  assert {"input_moe_orig", "input_moe_features"} <= set(result["state"].params)

@@ -43,8 +43,8 @@ def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None =
   setup, params, step, which = restore_params(config, workdir, which)
   eval_source = registry.make_source(config.data, "test", task=config.task)
   task = registry.eval_task(setup.task, config.data)
-  normalize_fn, frozen = stage2.load_online_normalizer(config)
-  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config, normalize_fn),
+  prepare_fn, frozen = stage2.load_frozen(config)
+  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config, prepare_fn),
                     in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
                                   sharding.replicated(setup.mesh)),
                     out_shardings=sharding.replicated(setup.mesh))

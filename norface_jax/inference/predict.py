@@ -59,8 +59,8 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
   task, size = setup.task, config.data.image_size
   batch_size = max(batch_size - batch_size % sharding.data_parallel_size(setup.mesh),
                    sharding.data_parallel_size(setup.mesh))
-  normalize_fn, frozen = stage2.load_online_normalizer(config)  # online: I_n made in the step.
-  eval_fn = jax.jit(stage2.make_eval_step(setup.model, task, config, normalize_fn),
+  prepare_fn, frozen = stage2.load_frozen(config)  # online I_n, features: made in the step.
+  eval_fn = jax.jit(stage2.make_eval_step(setup.model, task, config, prepare_fn),
                     in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
                                   sharding.replicated(setup.mesh)),
                     out_shardings=sharding.replicated(setup.mesh))

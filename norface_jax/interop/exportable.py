@@ -82,6 +82,9 @@ def _restore_cla(config, workdir: str, which: str, step: int | None) -> Restored
   from norface_jax.data import images as images_lib
   from norface_jax.training import checkpointing, stage2  # Lazy: heavy imports.
   config = _single_mesh(config)
+  if stage2.uses_features(config):
+    raise ValueError(f"{workdir}: the 'features' stream (table 9's ablation, fed by the frozen "
+                     "stage-1 networks) has no PyTorch twin; export the image-stream models")
   setup = stage2.build(config, num_train_examples=1)
   state, step = checkpointing.restore_state_only(_checkpoint_dir(workdir, which),
                                                  setup.restore_target(), step)

@@ -6,9 +6,13 @@ identity-normalised face I_n) to a pooled feature e_f (B, D); the Input MoE M_i
 M_o fuses the concatenation e_c = [e_h per stream] (B, S*D) and a linear head
 gives the task outputs. Shape letters: B batch, S streams, D width.
 
-Top-level param names: 'encoder' (ViT), 'input_moe_<stream>' per stream (when
-use_input_moe), 'output_moe' (when use_output_moe), 'head' ({kernel, bias},
-logical ('embed', 'classes')).
+The "features" stream (table 9's "w/ E_exp&E_eye") replaces an image stream by a
+given feature vector (B, F), e.g. the frozen stage-1 expression and eyebrow networks'
+outputs, projected to D by a dense layer ('feature_proj') before its Input MoE.
+
+Top-level param names: 'encoder' (ViT), 'feature_proj' (with the features stream),
+'input_moe_<stream>' per stream (when use_input_moe), 'output_moe' (when
+use_output_moe), 'head' ({kernel, bias}, logical ('embed', 'classes')).
 """
 
 from typing import Any
@@ -18,10 +22,15 @@ import jax
 import jax.numpy as jnp
 
 from norface_jax.models.moe import MoEBlock
-from norface_jax.models.vit import ViT
+from norface_jax.models.vit import ViT, decode_variant
+
+
+def vit_width(variant: str) -> int:
+  return decode_variant(variant)["width"]
 
 Dtype = Any
-STREAMS = ("orig", "norm")
+STREAMS = ("orig", "norm", "features")
+IMAGE_STREAMS = ("orig", "norm")
 
 
 class NorfaceClassifier(nn.Module):
@@ -31,7 +40,8 @@ class NorfaceClassifier(nn.Module):
     encoder: ViT variant of E_f, e.g. "B/16".
     num_outputs: AUs (detection/intensity) or emotion classes.
     streams: ("orig", "norm") is the full model; ("orig",) the "w/o Idn"
-      ablation. The order fixes the concatenation order in M_o.
+      ablation; ("orig", "features") table 9's "w/ E_exp&E_eye". The order fixes
+      the concatenation order in M_o.
     use_input_moe / use_output_moe: ablations removing M_i / M_o.
     num_experts (m), top_k (k): per MoE block; num_experts=0 replaces every
       MoE block by a dense MLP ("no MoE").
@@ -83,6 +93,13 @@ class NorfaceClassifier(nn.Module):
         self.param_dtype, name=name)
     if self.use_input_moe:
       self.input_moe = {s: moe(f"input_moe_{s}") for s in self.streams}
+    if "features" in self.streams:
+      self.feature_proj = nn.Dense(
+          vit_width(self.encoder), dtype=self.dtype, param_dtype=self.param_dtype,
+          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                   (None, "embed")),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+          name="feature_proj")
     if self.use_output_moe:
       self.output_moe = moe("output_moe")
     if self.head_init_std < 0:
@@ -105,24 +122,30 @@ class NorfaceClassifier(nn.Module):
 
   def __call__(self, images_orig: jax.Array,
                images_norm: jax.Array | None = None, *,
+               features: jax.Array | None = None,
                train: bool) -> tuple[jax.Array, dict[str, dict[str, Any]]]:
     """Returns (outputs (B, num_outputs) logits/values, router aux dicts).
 
     aux keys: 'input_moe/<stream>' and 'output_moe' for the MoE blocks that
     exist (each a MoEBlock aux dict; empty dicts when num_experts=0).
     """
-    given = {"orig": images_orig, "norm": images_norm}
+    given = {"orig": images_orig, "norm": images_norm, "features": features}
     for s in self.streams:
       if given[s] is None:
-        raise ValueError(f"Stream {s!r} needs images_{s}.")
+        raise ValueError(f"Stream {s!r} needs " + ("features." if s == "features"
+                                                    else f"images_{s}."))
     b = images_orig.shape[0]
-    # One encoder pass over all streams stacked on the batch axis.
-    e_f = self.encode(jnp.concatenate([given[s] for s in self.streams], 0),
-                      train=train)
+    images = [s for s in self.streams if s in IMAGE_STREAMS]
+    # One encoder pass over all image streams stacked on the batch axis.
+    e_f = self.encode(jnp.concatenate([given[s] for s in images], 0), train=train)
     aux = {}
     e_h = []
-    for i, s in enumerate(self.streams):
-      e = e_f[i * b:(i + 1) * b]
+    for s in self.streams:
+      if s == "features":
+        e = self.feature_proj(features.astype(self.dtype))
+      else:
+        i = images.index(s)
+        e = e_f[i * b:(i + 1) * b]
       if self.use_input_moe:
         e, aux[f"input_moe/{s}"] = self.input_moe[s](e, train=train)
       e_h.append(e)

@@ -36,6 +36,7 @@ from norface_jax.models import vit as vit_lib
 from norface_jax.training import checkpointing
 from norface_jax.training import loop
 from norface_jax.training import optim
+from norface_jax.training import perception_nets
 from norface_jax.training import sharding
 from norface_jax.training import stage1
 from norface_jax.training import tasks as tasks_lib
@@ -86,6 +87,12 @@ def uses_normalized(config: ml_collections.ConfigDict) -> bool:
   return "norm" in tuple(config.model.streams)
 
 
+def uses_features(config: ml_collections.ConfigDict) -> bool:
+  """Table 9's "w/ E_exp&E_eye": the frozen stage-1 expression and eyebrow networks'
+  outputs on I_o as a stream (`config.data.perception_dir`)."""
+  return "features" in tuple(config.model.streams)
+
+
 def online(config: ml_collections.ConfigDict) -> bool:
   """I_n made inside the step by a frozen stage-1 generator."""
   return uses_normalized(config) and config.data.normalization == "online"
@@ -98,14 +105,37 @@ def batch_keys(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> tuple
   return tuple(keys)
 
 
-def load_online_normalizer(config: ml_collections.ConfigDict):
-  """(normalize(frozen, images_u8) -> images_u8, frozen pytree) for `online` mode, or (None, None).
+def load_frozen(config: ml_collections.ConfigDict):
+  """(prepare(frozen, batch) -> batch, frozen pytree), or (None, None) when stage 2
+  needs no frozen network.
 
-  `frozen` = the stage-1 generator's params and the fixed target face; it is passed to
-  the jitted steps as an argument (not closed over) so it is not baked into the program.
+  `online` normalization adds `image_norm`, made by a frozen stage-1 generator onto the
+  fixed target face; the `features` stream adds `features` (B, F), the frozen stage-1
+  expression and eyebrow networks' outputs on I_o. `frozen` holds their variables; it
+  is passed to the jitted steps as an argument (not closed over) so it is not baked
+  into the program.
   """
-  if not online(config):
+  parts, frozen = [], {}
+  if online(config):
+    normalize_fn, frozen["normalizer"] = _online_normalizer(config)
+    parts.append(lambda f, batch: dict(batch, image_norm=normalize_fn(f["normalizer"],
+                                                                      batch["image"])))
+  if uses_features(config):
+    features_fn, frozen["features"] = _feature_networks(config)
+    parts.append(lambda f, batch: dict(batch, features=features_fn(f["features"],
+                                                                   batch["image"])))
+  if not parts:
     return None, None
+
+  def prepare(f, batch):
+    for part in parts:
+      batch = part(f, batch)
+    return batch
+
+  return prepare, frozen
+
+
+def _online_normalizer(config: ml_collections.ConfigDict):
   workdir = config.data.get("stage1_workdir", "")
   if not workdir:
     raise ValueError("config.data.normalization='online' needs config.data.stage1_workdir "
@@ -123,6 +153,38 @@ def load_online_normalizer(config: ml_collections.ConfigDict):
         normalizer_lib.normalize_uint8(generator, frozen["params"], frozen["target"], images_u8))
 
   return normalize_fn, {"params": params, "target": jnp.asarray(target_u8)}
+
+
+FEATURE_NETS = ("expression", "eyebrow")
+
+
+def _feature_networks(config: ml_collections.ConfigDict):
+  """features(variables, images_u8) -> (B, F): [E_exp(I_o), E_eye(I_o)], as stage 1's
+  L_exp and L_eye see them (`perception.functions`), with their variables."""
+  directory = config.data.get("perception_dir", "")
+  if not directory:
+    raise ValueError("the 'features' stream needs config.data.perception_dir (stage 1's "
+                     "perception networks: launch/import_perception.py or "
+                     "configs/perception_synthfacs.py)")
+  nets = perception_nets.load(directory)
+  fns = nets.functions()
+
+  def features_fn(variables, images_u8):
+    x01 = images_u8.astype(jnp.float32) / 255.0
+    out = [fns[n](variables[n], x01).reshape(images_u8.shape[0], -1) for n in FEATURE_NETS]
+    return jax.lax.stop_gradient(jnp.concatenate(out, axis=-1))
+
+  return features_fn, {n: nets.variables[n] for n in FEATURE_NETS}
+
+
+def feature_dim(config: ml_collections.ConfigDict) -> int:
+  """F of the features stream (0 without it), from the networks' output shapes."""
+  if not uses_features(config):
+    return 0
+  features_fn, variables = _feature_networks(config)
+  size = config.data.image_size
+  out = jax.eval_shape(features_fn, variables, jax.ShapeDtypeStruct((1, size, size, 3), jnp.uint8))
+  return int(out.shape[-1])
 
 
 def router_losses(aux: dict[str, dict[str, jax.Array]]) -> dict[str, jax.Array]:
@@ -156,7 +218,7 @@ def augment_streams(rng: jax.Array, x: jax.Array, x_n: jax.Array | None, targets
   return x, x_n, targets
 
 
-def make_train_step(model, task, config, tx, normalize_fn=None):
+def make_train_step(model, task, config, tx, prepare_fn=None):
   """The pure train step `(state, batch, rng, frozen) -> (state, metrics)`.
 
   `jax.jit`ted by the caller with shardings and donation. `frozen` holds what stays
@@ -169,8 +231,8 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
 
   def train_step(state: optim.TrainState, batch: dict[str, jax.Array], rng: jax.Array,
                  frozen: Any = None):
-    if normalize_fn is not None:
-      batch = dict(batch, image_norm=normalize_fn(frozen, batch["image"]))
+    if prepare_fn is not None:  # I_n and / or features from the frozen networks.
+      batch = prepare_fn(frozen, batch)
     step_rng = jax.random.fold_in(rng, state.step)
     aug_rng, router_rng, dropout_rng = jax.random.split(step_rng, 3)
     x = batch["image"].astype(jnp.float32) / 255.0
@@ -182,7 +244,8 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
     x_n = norm(x_n) if two_streams else None
 
     def loss_fn(params):
-      outputs, aux = model.apply({"params": params}, x, x_n, train=True,
+      outputs, aux = model.apply({"params": params}, x, x_n, features=batch.get("features"),
+                                 train=True,
                                  rngs={"router": router_rng, "dropout": dropout_rng})
       cla = task.loss(outputs, targets, smoothing)
       r = router_losses(aux)
@@ -204,16 +267,17 @@ def make_train_step(model, task, config, tx, normalize_fn=None):
   return train_step
 
 
-def make_eval_step(model, task, config, normalize_fn=None):
+def make_eval_step(model, task, config, prepare_fn=None):
   dtype = jnp.dtype(config.dtype)
   two_streams = uses_normalized(config)
 
   def eval_step(params, batch, frozen=None):
-    if normalize_fn is not None:
-      batch = dict(batch, image_norm=normalize_fn(frozen, batch["image"]))
+    if prepare_fn is not None:
+      batch = prepare_fn(frozen, batch)
     x = images_lib.standardize(batch["image"], dtype)
     x_n = images_lib.standardize(batch["image_norm"], dtype) if two_streams else None
-    outputs, aux = model.apply({"params": params}, x, x_n, train=False)
+    outputs, aux = model.apply({"params": params}, x, x_n, features=batch.get("features"),
+                               train=False)
     # Labels and the validity mask ride along so every process gets the global arrays.
     out = {"preds": task.predict(outputs)}
     for key, name in ((task.label_key, "labels"), ("_valid", "valid")):
@@ -226,14 +290,15 @@ def make_eval_step(model, task, config, normalize_fn=None):
   return eval_step
 
 
-def init_state(config, model, tx, image_size: int):
+def init_state(config, model, tx, image_size: int, features: int = 0):
   two_streams = uses_normalized(config)
   x = jnp.zeros((1, image_size, image_size, 3), jnp.dtype(config.dtype))
+  f = jnp.zeros((1, features), jnp.float32) if features else None
 
   def init_fn(r):
     params_rng, router_rng, dropout_rng = jax.random.split(r, 3)
     variables = model.init({"params": params_rng, "router": router_rng, "dropout": dropout_rng},
-                           x, x if two_streams else None, train=False)
+                           x, x if two_streams else None, features=f, train=False)
     params = variables["params"]
     return optim.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
@@ -269,13 +334,15 @@ def build(config: ml_collections.ConfigDict, num_train_examples: int) -> Setup:
   model = make_model(config, task)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   image_size = config.data.image_size
+  features = feature_dim(config)
   abstract_params = None
   depth = vit_lib.decode_variant(config.model.encoder)["depth"]
   if config.optim.get("layer_decay", 0.0):
     abstract_params = sharding.logical_state_shardings(
-        init_state(config, model, optax.identity(), image_size), mesh, rules, init_rng)[0].params
+        init_state(config, model, optax.identity(), image_size, features), mesh, rules,
+        init_rng)[0].params
   tx, schedule = optim.make_optimizer(config.optim, steps, abstract_params, depth)
-  init_fn = init_state(config, model, tx, image_size)
+  init_fn = init_state(config, model, tx, image_size, features)
   abstract_state, state_shardings = sharding.logical_state_shardings(init_fn, mesh, rules, init_rng)
   return Setup(task, model, mesh, tx, schedule, init_fn, init_rng, step_rng, abstract_state,
                state_shardings, steps)
@@ -329,10 +396,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                  keys=keys, worker_count=config.input.workers,
                                  prefetch=config.input.prefetch)
   repl = sharding.replicated(mesh)
-  normalize_fn, frozen = load_online_normalizer(config)
+  prepare_fn, frozen = load_frozen(config)
   if frozen is not None:
     frozen = jax.device_put(frozen, repl)
-  eval_fn = jax.jit(make_eval_step(setup.model, task, config, normalize_fn),
+  eval_fn = jax.jit(make_eval_step(setup.model, task, config, prepare_fn),
                     in_shardings=(setup.state_shardings.params, sharding.batch_sharding(mesh),
                                   repl), out_shardings=repl)
   # Every eval_every steps: the validation subjects (select='val', which also keep the
@@ -344,7 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       name="stage2", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
       step_rng=setup.step_rng, abstract_state=setup.abstract_state,
       state_shardings=setup.state_shardings,
-      train_step=make_train_step(setup.model, task, config, setup.tx, normalize_fn),
+      train_step=make_train_step(setup.model, task, config, setup.tx, prepare_fn),
       step_args=(frozen,), loader=loader, steps=steps, batch_size=config.input.batch_size,
       schedule=setup.schedule, evaluate=evaluate, after_init=after_init,
       eval_prefix="val" if val_source else "eval",

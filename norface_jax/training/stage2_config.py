@@ -57,6 +57,7 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       stage1_workdir="",          # online: a trained stage-1 workdir (frozen F_nor) ...
       online_target="",           # ... and its target ('' = the stage-1 config's target).
       target_subject=0,           # oracle (SynthFACS): the fixed target identity.
+      perception_dir="",          # The "features" stream: stage 1's perception networks.
       test_dataset="",            # Cross-dataset evaluation: another config's dataset.
       test_preset="",
       # Model selection: this share of the training subjects (seeded, subject-exclusive)
@@ -70,7 +71,9 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
 
   c.model = dict(
       encoder="B/16",
-      streams=("orig", "norm"),   # ("orig",) is the paper's "w/o Idn".
+      # ("orig",) is the paper's "w/o Idn"; ("orig", "features") table 9's "w/ E_exp&E_eye"
+      # (the frozen expression and eyebrow networks of data.perception_dir on I_o).
+      streams=("orig", "norm"),
       use_input_moe=True,
       use_output_moe=True,
       num_experts=4,
