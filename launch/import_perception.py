@@ -2,7 +2,8 @@
 
   python launch/import_perception.py --vgg=vgg19.pth --arcface=ms1mv3_arcface_r50.pth \
       --landmarks=2DFAN4-cd938726ad.pth.tar --expression=resnet_embedding.pt \
-      --eyebrow=deca_model.tar --out=P
+      --eyebrow=deca_model.tar --flame=generic_model.pkl \
+      --flame_landmarks=landmark_embedding.npy --out=P
   python launch/train.py --config=configs/stage1_bp4d.py:perception_dir=P --workdir=...
 
 --vgg: torchvision VGG (features.N.*); --arcface: insightface iresnet; --landmarks:
@@ -27,8 +28,13 @@ _PATHS = {
 }
 _OUT = flags.DEFINE_string("out", None, "The perception_dir to write (must hold no checkpoints).")
 _EYEBROW_CHANNELS = flags.DEFINE_list(
-    "eyebrow_channels", None, "FLAME expression indices (0..49) L_eye compares; default all 50 "
-    "(the paper does not name them).")
+    "eyebrow_channels", None, "FLAME expression indices (0..49) L_eye compares, or 'all'; "
+    "default: the channels that move the eyebrows, read off --flame.")
+_FLAME = flags.DEFINE_string("flame", None, "DECA's data/generic_model.pkl (FLAME 2020).")
+_FLAME_LANDMARKS = flags.DEFINE_string("flame_landmarks", None,
+                                       "DECA's data/landmark_embedding.npy.")
+_COVERAGE = flags.DEFINE_float("eyebrow_coverage", 0.9, "Share of FLAME's brow movement the "
+                               "chosen channels carry (interop/flame.py).")
 _TEMPERATURE = flags.DEFINE_float("landmark_temperature", 0.05,
                                   "Soft-argmax temperature on FAN's heatmaps (fan.soft_argmax).")
 _EXP_NORMALIZE = flags.DEFINE_enum("expression_normalize", "imagenet", ["imagenet", "none"],
@@ -40,10 +46,13 @@ flags.mark_flags_as_required(["vgg", "arcface", "landmarks", "expression", "eyeb
 def main(argv):
   del argv
   console.setup()
-  channels = None if _EYEBROW_CHANNELS.value is None else [int(c) for c in _EYEBROW_CHANNELS.value]
+  channels = _EYEBROW_CHANNELS.value
+  if channels is not None:
+    channels = "all" if channels == ["all"] else [int(c) for c in channels]
   out = perception_import.import_to_dir(
       {name: flag.value for name, flag in _PATHS.items()}, _OUT.value,
-      image_size=_IMAGE_SIZE.value, eyebrow_channels=channels,
+      image_size=_IMAGE_SIZE.value, eyebrow_channels=channels, flame=_FLAME.value,
+      flame_landmarks=_FLAME_LANDMARKS.value, eyebrow_coverage=_COVERAGE.value,
       landmark_temperature=_TEMPERATURE.value, expression_normalize=_EXP_NORMALIZE.value)
   print(f"wrote {out}; use it with --config.perception_dir={out}")
 

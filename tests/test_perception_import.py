@@ -234,14 +234,78 @@ def _save_twins(tmp_path):
   return nets, paths
 
 
+def write_flame(tmp_path, brow=None, other=None):
+  """A FLAME-like model pickle (arrays as chumpy objects, as FLAME ships them) and a DECA
+  landmark embedding: a 2-triangle-per-landmark mesh where expression channel e moves
+  the eyebrow landmarks' vertices by `brow[e]` and the others by `other[e]`."""
+  import pickle
+  import sys
+  import types
+  brow = brow or {}
+  other = other or {}
+  n_lm, v = 68, 68 * 3
+  faces = np.arange(v).reshape(n_lm, 3)
+  dirs = np.zeros((v, 3, 300 + 100))
+  for lm in range(n_lm):
+    table = brow if 17 <= lm <= 26 else other
+    for e, amount in table.items():
+      dirs[faces[lm], 1, 300 + e] = amount  # Straight up, every vertex of its triangle.
+  chumpy = types.ModuleType("chumpy")
+  ch = types.ModuleType("chumpy.ch")
+
+  class Ch:
+    def __init__(self, x):
+      self.x = x
+
+    def __reduce__(self):
+      return (Ch, (None,), {"x": self.x})
+
+  Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+  ch.Ch = Ch
+  sys.modules.update({"chumpy": chumpy, "chumpy.ch": ch})
+  try:
+    with open(tmp_path / "generic_model.pkl", "wb") as f:
+      pickle.dump({"v_template": Ch(np.zeros((v, 3))), "f": faces, "shapedirs": Ch(dirs)}, f,
+                  protocol=2)
+  finally:
+    del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+  np.save(tmp_path / "landmark_embedding.npy",
+          {"full_lmk_faces_idx": np.arange(n_lm)[None], "full_lmk_bary_coords":
+           np.full((1, n_lm, 3), 1 / 3)}, allow_pickle=True)
+  return str(tmp_path / "generic_model.pkl"), str(tmp_path / "landmark_embedding.npy")
+
+
+def test_eyebrow_channels_are_read_off_flame(tmp_path):
+  """Brow effects by hand: channel 5 lifts the brow landmarks by 2, channel 7 by 1, and
+  channel 0 (a large mouth movement) not at all."""
+  from norface_jax.interop import flame
+  model, emb = write_flame(tmp_path, brow={5: 2.0, 7: 1.0}, other={0: 10.0, 7: 3.0})
+  loaded = flame.load_flame(model)
+  assert loaded["shapedirs"].shape == (204, 3, 400)
+  effects = flame.brow_effects(loaded, *flame.load_landmark_embedding(emb))
+  np.testing.assert_allclose(effects[[0, 5, 7]], [0.0, 2.0, 1.0])
+  assert np.count_nonzero(effects) == 2
+  assert flame.eyebrow_channels(effects, 0.9) == [5, 7]   # 2/3 of the effect is not 90%
+  assert flame.eyebrow_channels(effects, 0.6) == [5]
+  with pytest.raises(ValueError, match="not a FLAME model pickle"):
+    flame.load_flame(emb)
+
+
 def test_import_perception_dir_end_to_end(tmp_path):
   """Weight files -> perception_dir -> `perception_nets.load(P).functions()`: the five
-  loss outputs equal the twins' (landmarks: the NumPy soft-argmax of their heatmaps)."""
+  loss outputs equal the twins' (landmarks: the NumPy soft-argmax of their heatmaps).
+  L_eye's channels come, by default, from the FLAME model (here: 3 and 4 move the brows)."""
   nets, paths = _save_twins(tmp_path)
+  with pytest.raises(ValueError, match="generic_model.pkl"):
+    perception_import.import_perception(paths)  # Neither FLAME nor channels given.
+  model, emb = write_flame(tmp_path, brow={3: 1.0, 4: 1.0, 9: 0.1}, other={0: 5.0})
   out = perception_import.import_to_dir(
-      paths, str(tmp_path / "P"), eyebrow_channels=[3, 4], landmark_temperature=0.5,
+      paths, str(tmp_path / "P"), flame=model, flame_landmarks=emb, landmark_temperature=0.5,
       input_sizes={"landmarks": 64, "expression": 64, "eyebrow": 64})
   loaded = perception_nets.load(out)
+  chosen = loaded.meta["eyebrow_channels"]
+  assert chosen["rule"] == "flame brow effect" and chosen["channels"] == [3, 4]
+  assert loaded.meta["imported"]["eyebrow"]["exp_channels"] == [3, 4]
   assert sorted(loaded.modules) == sorted(perception_import.NETS)  # no eval_au / eval_id
   assert loaded.meta["kind"] == "imported"
   # Stage 1's evaluation against independent networks has none to use: it skips itself.
@@ -269,7 +333,9 @@ def test_import_perception_dir_end_to_end(tmp_path):
 def test_import_perception_names_the_bad_file(tmp_path):
   _, paths = _save_twins(tmp_path)
   with pytest.raises(FileNotFoundError, match=r"landmarks weights .*nope\.pth.*face-alignment FAN"):
-    perception_import.import_perception(dict(paths, landmarks=str(tmp_path / "nope.pth")))
+    perception_import.import_perception(dict(paths, landmarks=str(tmp_path / "nope.pth")),
+                                        eyebrow_channels="all")
   # The ResNet-18 file given as DECA's: the message names that file and DECA's layout.
   with pytest.raises(KeyError, match=r"eyebrow weights .*emb\.pt.*DECA E_flame"):
-    perception_import.import_perception(dict(paths, eyebrow=paths["expression"]))
+    perception_import.import_perception(dict(paths, eyebrow=paths["expression"]),
+                                        eyebrow_channels="all")

@@ -1,7 +1,8 @@
 """A perception_dir from the public PyTorch weights of the five stage-1 loss networks.
 
   python launch/import_perception.py --vgg=vgg19.pth --arcface=backbone.pth \\
-      --landmarks=2DFAN4.pth.tar --expression=resnet_emb.pt --eyebrow=deca_model.tar --out=P
+      --landmarks=2DFAN4.pth.tar --expression=resnet_emb.pt --eyebrow=deca_model.tar \\
+      --flame=generic_model.pkl --flame_landmarks=landmark_embedding.npy --out=P
 
 | name       | loss  | public weights (state_dict layout)                      | Flax module |
 | ---------- | ----- | ------------------------------------------------------- | ----------- |
@@ -96,9 +97,9 @@ def _convert(name: str, sd: dict[str, np.ndarray], options: Mapping[str, Any]):
       raise KeyError("no `fc.weight`: the expression ResNet needs its embedding head as `fc`")
     return spec, tp.import_resnet(sd)
   if name == "eyebrow":
-    channels = options.get("eyebrow_channels")
+    channels = options["eyebrow_channels"]
     return ({"arch": "deca_flame", "input_size": size or 224,
-             "exp_channels": None if channels is None else [int(c) for c in channels]},
+             "exp_channels": None if channels == "all" else [int(c) for c in channels]},
             tp.import_deca_flame(sd))
   raise ValueError(f"unknown perception net {name!r}")
 
@@ -107,7 +108,10 @@ def import_perception(paths: Mapping[str, str], *, image_size: int = 256,
                       **options: Any) -> perception.PerceptionNets:
   """The five loss networks from their weight files (`paths[name]`, names as `NETS`).
 
-  options: `eyebrow_channels` (FLAME expression indices, default all 50),
+  options: `eyebrow_channels`: the FLAME expression indices L_eye compares, "all" (the
+  50), or None (the default): the channels that move the eyebrows, read off the FLAME
+  model (`flame`: DECA's generic_model.pkl, `flame_landmarks`: its
+  landmark_embedding.npy; `interop.flame.select`, `eyebrow_coverage` 0.9);
   `landmark_temperature` (`fan.soft_argmax`), `expression_normalize` ("imagenet" or
   "none"), `input_sizes` {name: px} (defaults: VGG as given, ArcFace from its fc,
   FAN 256, ResNets 224). A missing file or a wrong layout raises naming the file.
@@ -115,6 +119,8 @@ def import_perception(paths: Mapping[str, str], *, image_size: int = 256,
   missing = [n for n in NETS if not paths.get(n)]
   if missing:
     raise ValueError(f"no weight files given for {missing}: the stage-1 losses need all of {NETS}")
+  options = dict(options)
+  eyebrow = resolve_eyebrow_channels(options)
   specs, variables = {}, {}
   for name in NETS:
     sd = read_state_dict(paths[name], name)
@@ -124,8 +130,31 @@ def import_perception(paths: Mapping[str, str], *, image_size: int = 256,
       raise KeyError(f"{name} weights {paths[name]!r}: {e.args[0]} (expected {LAYOUTS[name]})") from e
     logging.info("Imported %s from %s: %s", name, paths[name], specs[name])
   meta = {"kind": "imported", "image_size": int(image_size), "imported": specs,
-          "sources": {n: os.path.abspath(paths[n]) for n in NETS}}
+          "sources": {n: os.path.abspath(paths[n]) for n in NETS}, "eyebrow_channels": eyebrow}
   return perception.PerceptionNets(perception_nets.build_imported_modules(specs), variables, meta)
+
+
+def resolve_eyebrow_channels(options: dict[str, Any]) -> dict[str, Any]:
+  """Sets options['eyebrow_channels'] to a list or "all"; returns how it was chosen."""
+  channels = options.get("eyebrow_channels")
+  flame_path, embedding = options.pop("flame", None), options.pop("flame_landmarks", None)
+  coverage = float(options.pop("eyebrow_coverage", 0.9))
+  if channels is not None:
+    options["eyebrow_channels"] = "all" if channels == "all" else [int(c) for c in channels]
+    return {"rule": "given", "channels": options["eyebrow_channels"]}
+  if not flame_path or not embedding:
+    raise ValueError(
+        "L_eye compares the FLAME expression channels that move the eyebrows; they are read "
+        "off the FLAME model DECA runs with: pass flame=<DECA data>/generic_model.pkl and "
+        "flame_landmarks=<DECA data>/landmark_embedding.npy (launch/import_perception.py "
+        "--flame=... --flame_landmarks=...), or name the channels (--eyebrow_channels=3,4 "
+        "or --eyebrow_channels=all)")
+  from norface_jax.interop import flame
+  chosen = flame.select(flame_path, embedding, coverage)
+  options["eyebrow_channels"] = chosen["channels"]
+  logging.info("L_eye channels (%.0f%% of the FLAME brow effect): %s", 100 * coverage,
+               chosen["channels"])
+  return {"rule": "flame brow effect", **chosen}
 
 
 def write(nets: perception.PerceptionNets, perception_dir: str) -> str:

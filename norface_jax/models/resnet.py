@@ -126,7 +126,7 @@ class FlameEncoder(nn.Module):
   `exp_channels` (all 50 when None), the channels L_eye compares.
 
   The paper names no channels ("the eyebrow expression channels of a 3DMM
-  regressor"); taking all 50 is this project's assumption, narrowed by config.
+  regressor"); the importer reads them off the FLAME model (`interop.flame`).
   `method="code"` returns the whole (B, 236) code.
   """
   exp_channels: Sequence[int] | None = None
