@@ -62,3 +62,65 @@ def test_command_scripts_flags_configs_and_overrides_exist(argv):
     if name == "config":
       path, _, args = value.partition(":")
       config = configlib.load_config(os.path.join(ROOT, path) + (f":{args}" if args else ""))
+
+
+def _stage2_commands():
+  """The stage-2 commands of the page as (argv, config with its overrides applied)."""
+  out = []
+  for argv in commands():
+    if argv[1] not in ("launch/train.py", "launch/evaluate.py"):
+      continue
+    config = None
+    for arg in argv[2:]:
+      name, _, value = arg[2:].partition("=")
+      if name == "config":
+        path, _, args = value.partition(":")
+        config = configlib.load_config(os.path.join(ROOT, path) + (f":{args}" if args else ""))
+      elif name.startswith("config."):
+        keys = name.split(".")[1:]
+        node = config
+        for k in keys[:-1]:
+          node = node[k]
+        try:
+          node[keys[-1]] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+          node[keys[-1]] = value
+    if config.get("stage", "cla") == "cla":
+      out.append((argv, config))
+  return out
+
+
+@pytest.mark.parametrize("argv,config", _stage2_commands(),
+                         ids=lambda a: a[-1].rsplit("/", 1)[-1] if isinstance(a, list) else "")
+def test_stage2_command_first_step_traces(argv, config, monkeypatch):
+  """Each stage-2 command's first train step, traced (not compiled) at CPU size: the
+  command's model, losses and augmentation with a tiny encoder on SynthFACS (its
+  `precomputed` faces become the oracle's; the features stream gets random networks)."""
+  import jax
+  import jax.numpy as jnp
+  from norface_jax.training import stage2
+  c = config
+  c.data.synthetic = True
+  c.data.preset = c.data.dataset
+  c.data.image_size = 32
+  c.model.encoder = "mu/8"
+  c.init_from = ""
+  if c.data.normalization == "precomputed":
+    c.data.normalization = "oracle"
+  c.mesh = (("data", -1),)
+  c.input.batch_size = 8
+  features = stage2.uses_features(c)
+  if features:  # No perception networks here: the stream's width is what matters.
+    monkeypatch.setattr(stage2, "feature_dim", lambda _: 36)
+  setup = stage2.build(c, num_train_examples=4)
+  task = setup.task
+  labels = (jnp.zeros((8,), jnp.int32) if task.name == "fer"
+            else jnp.zeros((8, task.num_outputs), jnp.float32))
+  batch = {"image": jnp.zeros((8, 32, 32, 3), jnp.uint8), task.label_key: labels}
+  if stage2.uses_normalized(c):
+    batch["image_norm"] = batch["image"]
+  prepare = (lambda frozen, b: dict(b, features=jnp.zeros((8, 36)))) if features else None
+  step = stage2.make_train_step(setup.model, task, c, setup.tx, prepare)
+  new, metrics = jax.eval_shape(step, setup.abstract_state, batch, jax.random.key(0), None)
+  assert metrics["training_loss"].shape == ()
+  assert jax.tree.structure(new) == jax.tree.structure(setup.abstract_state)

@@ -167,7 +167,7 @@ def test_folds_subject_exclusive(like):
   if like == "bp4d":
     assert len(p.subjects) == 41 and [len(f) for f in info["folds"]] == [14, 14, 13]
   if like == "bp4dplus":
-    assert len(p.subjects) == 140 and len(info["folds"]) == 4
+    assert len(p.subjects) == 140 and len(info["folds"]) == 3  # The paper's 3 folds.
   if like == "disfa":
     assert len(p.subjects) == 27
   for fold in range(max(1, len(p.fold_parts))):

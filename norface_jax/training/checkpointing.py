@@ -102,6 +102,14 @@ def abstract_like(state: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
 
 
+def saved_step(directory: str) -> int | None:
+  """The latest step saved in a checkpoint directory (None: none), read from its names."""
+  manager = ocp.CheckpointManager(os.path.abspath(directory))
+  step = manager.latest_step()
+  manager.close()
+  return step
+
+
 def restore_state_only(directory: str, abstract_state: Any, step: int | None = None) -> tuple[Any, int]:
   """Reads the `state` item of a checkpoint directory (`<workdir>/checkpoints` or `best`)."""
   manager = ocp.CheckpointManager(os.path.abspath(directory))

@@ -349,16 +349,22 @@ def build(config: ml_collections.ConfigDict, num_train_examples: int) -> Setup:
 
 
 def make_eval_hook(eval_fn, source, task, config, mesh, keys, frozen, workdir):
-  """`evaluate(state, step, writer)` for the loop: `source`'s scalars and Fig. 8."""
+  """(`evaluate(state, step, writer)` for the loop: `source`'s scalars and Fig. 8, and a
+  dict that keeps the last evaluation's {step: (report, arrays)} when it covered the
+  whole split, which `final_test` then need not recompute)."""
   put = lambda batch: sharding.host_to_global(batch, mesh)  # noqa: E731
+  whole = {}
 
   def evaluate(state, step, writer):
     report, arrays = classifier_eval.evaluate(eval_fn, state.params, source, task, config, put,
                                               keys, frozen)
     classifier_eval.router_figure(arrays, task, config.model.num_experts, workdir, step, writer)
+    whole.clear()
+    if not config.eval.get("max_examples", 0):
+      whole[int(step)] = (report, arrays)
     return classifier_eval.scalar_metrics(report)
 
-  return evaluate
+  return evaluate, whole
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -404,8 +410,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   repl), out_shardings=repl)
   # Every eval_every steps: the validation subjects (select='val', which also keep the
   # best checkpoint), or the test split as a curve only (select='last').
-  evaluate = make_eval_hook(eval_fn, val_source or eval_source,
-                            task if val_source else test_task, config, mesh, keys, frozen, workdir)
+  evaluate, whole = make_eval_hook(eval_fn, val_source or eval_source,
+                                   task if val_source else test_task, config, mesh, keys, frozen,
+                                   workdir)
   after_init = checkpointing.init_from_hook(config, pretrained_encoder=True)
   stage = loop.Stage(
       name="stage2", mesh=mesh, init_fn=setup.init_fn, init_rng=setup.init_rng,
@@ -421,7 +428,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   report, selection = {}, {}
   if not out["stopped"]:
     report, selection = final_test(config, workdir, setup, eval_fn, eval_source, test_task, keys,
-                                   frozen, out["state"])
+                                   frozen, out["state"], {} if val_source else whole)
   return {**out, "report": report, "selection": selection, "task": task}
 
 
@@ -457,23 +464,28 @@ def selection_record(config: ml_collections.ConfigDict, workdir: str, which: str
 
 
 def final_test(config, workdir, setup, eval_fn, eval_source, test_task, keys, frozen,
-               state) -> tuple[dict[str, Any], dict[str, Any]]:
+               state, done: dict | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
   """The whole test split at the selected checkpoint (and at the last step): `eval.json`.
 
   Returns (the report at the selected checkpoint: the best on the validation subjects
   (select='val') or the last step (select='last'), its `selection_record`). `eval.json`
-  holds both and, under `last`, the test scalars at the last step.
+  holds both and, under `last`, the test scalars at the last step. `done`: {step:
+  (report, arrays)} of the whole test split already evaluated (not redone).
   """
   config = ml_collections.ConfigDict(config.to_dict())
   config.eval.max_examples = 0  # Reported numbers cover the whole test split.
   put = lambda batch: sharding.host_to_global(batch, setup.mesh)  # noqa: E731
-  last, last_arrays = classifier_eval.evaluate(eval_fn, state.params, eval_source, test_task,
-                                               config, put, keys, frozen)
+  done = done or {}
+  if int(state.step) in done:
+    last, last_arrays = done[int(state.step)]
+  else:
+    last, last_arrays = classifier_eval.evaluate(eval_fn, state.params, eval_source, test_task,
+                                                 config, put, keys, frozen)
   which = "best" if config.eval.get("select", "val") == "val" else "last"
   report, arrays, step = last, last_arrays, int(state.step)
-  if which == "best":
-    best, step = checkpointing.restore_state_only(os.path.join(workdir, "best"),
-                                                  setup.restore_target())
+  best_dir = os.path.join(workdir, "best")
+  if which == "best" and checkpointing.saved_step(best_dir) != step:
+    best, step = checkpointing.restore_state_only(best_dir, setup.restore_target())
     report, arrays = classifier_eval.evaluate(eval_fn, best.params, eval_source, test_task,
                                               config, put, keys, frozen)
   selection = selection_record(config, workdir, which, step)
