@@ -64,8 +64,8 @@ def test_command_scripts_flags_configs_and_overrides_exist(argv):
       config = configlib.load_config(os.path.join(ROOT, path) + (f":{args}" if args else ""))
 
 
-def _stage2_commands():
-  """The stage-2 commands of the page as (argv, config with its overrides applied)."""
+def _stage_commands(stage):
+  """The page's training commands of `stage` as (argv, config with its overrides)."""
   out = []
   for argv in commands():
     if argv[1] not in ("launch/train.py", "launch/evaluate.py"):
@@ -85,13 +85,48 @@ def _stage2_commands():
           node[keys[-1]] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
           node[keys[-1]] = value
-    if config.get("stage", "cla") == "cla":
+    if config.get("stage", "cla") == stage:
       out.append((argv, config))
   return out
 
 
-@pytest.mark.parametrize("argv,config", _stage2_commands(),
-                         ids=lambda a: a[-1].rsplit("/", 1)[-1] if isinstance(a, list) else "")
+def _name(a):
+  return a[-1].rsplit("/", 1)[-1] if isinstance(a, list) else ""
+
+
+@pytest.mark.parametrize("argv,config", _stage_commands("nor"), ids=_name)
+def test_stage1_command_first_step_traces(argv, config):
+  """Each stage-1 command's first train step (D and G updates with every loss), traced
+  at CPU size with loss networks of the same interfaces (shapes only: nothing runs)."""
+  import jax
+  import jax.numpy as jnp
+  from norface_jax.training import stage1
+  c = config
+  c.data.image_size = 64
+  c.model.encoder = "mu/8"
+  c.model.decoder_channels = (16, 8, 8)  # x8: the mu/8 patch.
+  c.mesh = (("data", -1),)
+  import ml_collections
+  from norface_jax.models import perception as perception_lib
+  from norface_jax.training import perception_nets
+  setup = stage1.Setup(c)
+  nets = ml_collections.ConfigDict(dict(layers=(1, 1, 1, 1), widths=(8, 8, 16, 16), id_dim=16,
+                                        exp_dim=8, vgg_cfg=(8, "M", 16, 16), eval_cfg=(8, "M", 16)))
+  modules = perception_nets.build_modules(nets, 64, 4, 5)
+  variables = jax.eval_shape(lambda r: perception_nets.init_variables(modules, 64, r),
+                             jax.random.key(0))
+  perception = perception_lib.PerceptionNets(modules, variables, {})
+  pv = {k: variables[k] for k in stage1.LOSS_NETS}
+  step = stage1.make_train_step(setup.gen, setup.disc, perception.functions(), c, setup.g_tx,
+                                setup.d_tx)
+  batch = {"image": jnp.zeros((8, 64, 64, 3), jnp.uint8)}
+  new, metrics = jax.eval_shape(step, setup.abstract_state, batch, jax.random.key(0), pv)
+  assert jax.tree.structure(new) == jax.tree.structure(setup.abstract_state)
+  assert all(metrics[f"loss/{k}"].shape == () for k in ("rec", "perc", "id", "lm", "exp", "eye"))
+
+
+@pytest.mark.parametrize("argv,config", _stage_commands("cla"),
+                         ids=_name)
 def test_stage2_command_first_step_traces(argv, config, monkeypatch):
   """Each stage-2 command's first train step, traced (not compiled) at CPU size: the
   command's model, losses and augmentation with a tiny encoder on SynthFACS (its

@@ -92,4 +92,8 @@ def write_report(report: dict[str, Any], arrays: dict[str, np.ndarray], task, wo
     values = np.array([report[f"{key}/{n}"] for n in task.label_names])
     fig = plots.per_au_bars({key.upper(): values}, list(task.label_names), ylabel=key.upper())
     plots.save_figure(fig, os.path.join(workdir, f"per_au{suffix}.png"))
-  logging.info("Evaluation of %s at step %d: %s", workdir, step, scalar_metrics(report))
+  how = ""
+  if selection:
+    how = (f" (selected on {selection['split']} {selection['metric']})" if selection.get("split")
+           else f" ({selection.get('rule', 'last')} step, nothing selected)")
+  logging.info("Evaluation of %s at step %d%s: %s", workdir, step, how, scalar_metrics(report))

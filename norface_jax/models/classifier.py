@@ -58,7 +58,7 @@ class NorfaceClassifier(nn.Module):
   """
   encoder: str = "B/16"
   num_outputs: int = 12
-  streams: tuple[str, ...] = STREAMS
+  streams: tuple[str, ...] = IMAGE_STREAMS
   use_input_moe: bool = True
   use_output_moe: bool = True
   num_experts: int = 4
