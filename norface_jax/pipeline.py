@@ -150,7 +150,7 @@ class Pipeline:
     c.model.encoder = self.c.encoder
     c.data.image_size = self.c.image_size
     c.init_from = self.path("mae", "checkpoints")
-    c.eval_every = self.c.stage1_steps
+    c.eval_every = -1  # The report below evaluates the trained F_nor (once, not twice).
     c.checkpoint_every = self.c.stage1_steps
     entry.train(c, self.path("stage1"))
     result = stage1_report.report(self.path("stage1"), max_examples=self.c.eval_examples,

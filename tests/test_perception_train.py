@@ -111,10 +111,11 @@ def _fake_trained(workdir, c):
 
 
 
-def test_stage2_features_stream_reads_the_frozen_networks(tmp_path, trained):
+def test_stage2_features_stream_reads_the_frozen_networks(trained):
   """Table 9's "w/ E_exp&E_eye": stage 2 with the original stream and, in place of I_n,
   the frozen expression and eyebrow networks' outputs on I_o (projected to the ViT
-  width before the Input MoE) trains, and the features are exactly those networks'."""
+  width before the Input MoE). The features are exactly those networks'; the train step
+  traces with them, and the evaluation step runs on them."""
   from tests.test_train_stage2 import tiny_config
   from norface_jax.training import stage2
   full, _ = trained
@@ -133,7 +134,15 @@ def test_stage2_features_stream_reads_the_frozen_networks(tmp_path, trained):
   got = prepare(frozen, {"image": jnp.asarray(x)})["features"]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert stage2.feature_dim(c) == want.shape[-1] == 32 + 4  # embedding + 4 brow channels
-  result = stage2.train_and_evaluate(c, str(tmp_path))
-  kernel = result["state"].params["feature_proj"]["kernel"]
-  assert kernel.shape == (36, 32) and np.isfinite(result["report"]["f1/mean"])
-  assert {"input_moe_orig", "input_moe_features"} <= set(result["state"].params)
+  setup = stage2.build(c, num_train_examples=16)
+  params = setup.abstract_state.params
+  assert params["feature_proj"]["kernel"].shape == (36, 32)  # F -> the mu/8 width
+  assert {"input_moe_orig", "input_moe_features"} <= set(params)
+  batch = {"image": jnp.asarray(np.repeat(x, 8, 0)), "au": jnp.zeros((16, 12), jnp.float32)}
+  step = stage2.make_train_step(setup.model, setup.task, c, setup.tx, prepare)
+  _, metrics = jax.eval_shape(step, setup.abstract_state, batch, jax.random.key(0), frozen)
+  assert metrics["training_loss"].shape == ()
+  state = jax.jit(setup.init_fn)(setup.init_rng)
+  out = jax.jit(stage2.make_eval_step(setup.model, setup.task, c, prepare))(
+      state.params, batch, frozen)
+  assert out["preds"].shape == (16, 12) and np.isfinite(np.asarray(out["preds"])).all()

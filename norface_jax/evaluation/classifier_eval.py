@@ -18,6 +18,7 @@ from absl import logging
 
 from norface_jax.data import loader as data_loader
 from norface_jax.data import registry
+from norface_jax.evaluation import metrics as metrics_lib
 from norface_jax.evaluation import plots
 
 
@@ -94,6 +95,8 @@ def write_report(report: dict[str, Any], arrays: dict[str, np.ndarray], task, wo
     plots.save_figure(fig, os.path.join(workdir, f"per_au{suffix}.png"))
   how = ""
   if selection:
-    how = (f" (selected on {selection['split']} {selection['metric']})" if selection.get("split")
-           else f" ({selection.get('rule', 'last')} step, nothing selected)")
-  logging.info("Evaluation of %s at step %d%s: %s", workdir, step, how, scalar_metrics(report))
+    how = (f" (best {selection['metric']} on the {selection['split']} split)"
+           if selection.get("split") else " (the last step; nothing selected)")
+  logging.info("Test split of %s at step %d%s: %s", workdir, step, how,
+               metrics_lib.summary(scalar_metrics(report)))
+

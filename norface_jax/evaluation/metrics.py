@@ -232,3 +232,9 @@ def fer_report(logits_or_probs, labels, class_names: Sequence[str]) -> dict:
     out[f"class_acc/{name}"] = float(v)
   out["confusion_matrix"] = cm
   return out
+
+
+def summary(scalars: dict[str, float], limit: int = 8) -> str:
+  """A readable line of an evaluation's headline scalars (means first)."""
+  keys = sorted(scalars, key=lambda k: ("mean" not in k, k.count("/"), k))[:limit]
+  return ", ".join(f"{k}={scalars[k]:.4g}" for k in keys)

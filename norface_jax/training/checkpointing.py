@@ -9,6 +9,7 @@ Two managers live under the workdir:
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 from typing import Any
 
@@ -23,9 +24,21 @@ from absl import logging
 # arrays whose per-replica slice reaches this size are split; smaller ones are written
 # whole by one replica, which is faster for them anyway.
 MIN_REPLICA_SLICE_BYTES = 4 << 20
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(
-        min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+
+
+def _register_array_handler() -> None:
+  quiet = logging.get_absl_logger()  # Orbax warns on every override it is asked for.
+  level = quiet.level
+  quiet.setLevel(std_logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+  finally:
+    quiet.setLevel(level)
+
+
+_register_array_handler()
 
 
 class Checkpointer:

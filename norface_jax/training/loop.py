@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from norface_jax.evaluation.metrics import summary
 from norface_jax.training import checkpointing, multihost, sharding, writers
 
 NAN_POLICIES = ("stop", "skip")
@@ -105,12 +106,6 @@ def init_state(stage: Stage) -> Any:
   init = jax.jit(lambda r: nn.unbox(stage.init_fn(r)), out_shardings=stage.state_shardings)
   state = init(stage.init_rng)
   return stage.after_init(state) if stage.after_init is not None else state
-
-
-def summary(report: dict[str, float], limit: int = 8) -> str:
-  """A readable line of an evaluation's headline scalars (means first)."""
-  keys = sorted(report, key=lambda k: ("mean" not in k, k.count("/"), k))[:limit]
-  return ", ".join(f"{k}={report[k]:.4g}" for k in keys)
 
 
 def _host_mean(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], dict[str, Any]]:

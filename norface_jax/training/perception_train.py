@@ -182,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   quality = {}
   if config.get("evaluate", True) and not out["stopped"]:
     quality = evaluate(load(workdir), config.data, int(config.get("eval_examples", 512)))
-    logging.info("Perception networks on unseen faces: %s", loop.summary(quality, 12))
+    logging.info("Perception networks on unseen faces: %s", metrics_lib.summary(quality, 12))
     writer = writers.MetricWriter(workdir)
     writer.write_scalars(config.total_steps, {f"quality/{k}": v for k, v in quality.items()})
     writer.close()

@@ -389,8 +389,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if task.name == "au_detection" and config.loss.get("au_pos_weight", "none") == "balanced":
     task = dataclasses.replace(task, pos_weight=cls_losses.balanced_pos_weight(
         sample_labels(train_source, task.label_key)))
-    logging.info("AU positive weights (balanced on the training labels): %s",
-                 dict(zip(task.label_names, np.round(task.pos_weight, 2))))
+    logging.debug("AU positive weights (balanced on the training labels): %s",
+                  ", ".join(f"{n}={w:.2f}" for n, w in zip(task.label_names, task.pos_weight)))
   logging.info("Stage 2: %d train / %s%d test examples; %d steps of batch %d on mesh %s.",
                len(train_source), f"{len(val_source)} validation / " if val_source else "",
                len(eval_source), steps, config.input.batch_size, dict(mesh.shape))
@@ -492,7 +492,4 @@ def final_test(config, workdir, setup, eval_fn, eval_source, test_task, keys, fr
   classifier_eval.write_report(report, arrays, test_task, workdir, "", step, selection=selection,
                                extra={"last": {"step": int(state.step),
                                                **classifier_eval.scalar_metrics(last)}})
-  logging.info("Stage 2 test split at step %d (%s): %s", step,
-               f"best {selection['metric']} on the validation subjects" if which == "best"
-               else "the last step", loop.summary(classifier_eval.scalar_metrics(report)))
   return report, selection
