@@ -81,10 +81,12 @@ class Pipeline:
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
 
-  def step(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+  def step(self, name: str, fn: Callable[[], dict[str, Any]], *,
+           quiet: bool = False) -> dict[str, Any]:
     done = self.path(name, "done.json")
     if os.path.exists(done):
-      logging.info("[pipeline] %s: done already, skipping.", name)
+      if not quiet:
+        logging.info("[pipeline] %s: done already, skipping.", name)
       with open(done) as f:
         return json.load(f)
     logging.info("[pipeline] %s: starting (%.0fs elapsed).", name, time.perf_counter() - self.t0)
@@ -119,7 +121,9 @@ class Pipeline:
             fut.result()  # A failed job stops the pipeline with its error.
             logging.info("[pipeline] %s done (%d/%d, %.0fs elapsed).", futures[fut], i + 1,
                          len(todo), time.perf_counter() - self.t0)
-    return {name: self.step(name, lambda m=method, a=args: getattr(self, m)(*a))
+    # Jobs the workers just finished are read back without a "skipping" line each.
+    return {name: self.step(name, lambda m=method, a=args: getattr(self, m)(*a),
+                            quiet=workers > 1)
             for name, method, args in jobs}
 
   # --- the steps -----------------------------------------------------------------------
