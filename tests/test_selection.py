@@ -26,6 +26,8 @@ def test_holdout_is_subject_exclusive_seeded_and_sized():
 def test_holdout_without_subjects_splits_items_and_refuses_one_subject():
   parts = registry.holdout_indices(np.full(40, -1), 0.25, seed=0)
   assert len(parts["val"]) == 10 and len(parts["train"]) == 30
+  with pytest.raises(ValueError, match="leaves no validation item"):
+    registry.holdout_indices(np.full(3, -1), 0.1, seed=0)
   with pytest.raises(ValueError, match="too few"):
     registry.holdout_indices(np.zeros(5, int), 0.2, seed=0)
   with pytest.raises(ValueError, match="val_share"):

@@ -313,6 +313,10 @@ def holdout_indices(ids: np.ndarray | None, share: float, seed: int) -> dict[str
   unknown = np.flatnonzero(ids < 0)
   if len(unknown):
     val[rng.choice(unknown, size=int(round(share * len(unknown))), replace=False)] = True
+  if not val.any() or val.all():
+    raise ValueError(f"{len(ids)} training items: config.data.val_share={share} leaves "
+                     f"{'no validation' if not val.any() else 'no training'} item; set "
+                     "config.data.val_share=0 and config.eval.select='last'")
   return {"train": np.flatnonzero(~val), "val": np.flatnonzero(val)}
 
 
