@@ -292,6 +292,9 @@ def fold_splits(meta: dict[str, Any], split: str, fold: int) -> list[str]:
   raise ValueError(f"split {split!r}; expected train, test or all")
 
 
+_SUBJECT_IDS: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}  # Prepared data is read-only.
+
+
 class PreparedSource:
   """Random-access source over prepared splits; items are NumPy dicts for the trainer.
 
@@ -327,9 +330,13 @@ class PreparedSource:
     return state
 
   def subject_ids(self) -> np.ndarray:
-    """Each item's `subject` (-1 unknown), read without decoding the images."""
-    ds = self._source()
-    ids = np.array([int(ds[i]["subject_id"]) for i in range(len(ds))], np.int32)
+    """Each item's `subject` (-1 unknown), read without decoding the images (once per
+    process and set of splits: the train and validation parts both need them)."""
+    key = (self.dir, tuple(self.splits))
+    if key not in _SUBJECT_IDS:
+      ds = self._source()
+      _SUBJECT_IDS[key] = np.array([int(ds[i]["subject_id"]) for i in range(len(ds))], np.int32)
+    ids = _SUBJECT_IDS[key]
     return ids[self.indices] if self.indices is not None else ids
 
   def __len__(self) -> int:

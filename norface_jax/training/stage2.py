@@ -11,6 +11,7 @@ The per-step randomness is `fold_in(rng, step)`, so a resumed run replays exactl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -39,6 +40,7 @@ from norface_jax.training import optim
 from norface_jax.training import perception_nets
 from norface_jax.training import sharding
 from norface_jax.training import stage1
+from norface_jax.training import stage2_config
 from norface_jax.training import tasks as tasks_lib
 from norface_jax.training import workdir as workdir_lib
 from norface_jax.training import writers
@@ -166,7 +168,7 @@ def _feature_networks(config: ml_collections.ConfigDict):
     raise ValueError("the 'features' stream needs config.data.perception_dir (stage 1's "
                      "perception networks: launch/import_perception.py or "
                      "configs/perception_synthfacs.py)")
-  nets = perception_nets.load(directory)
+  nets = _load_feature_nets(os.path.abspath(os.path.expanduser(directory)))
   fns = nets.functions()
 
   def features_fn(variables, images_u8):
@@ -175,6 +177,13 @@ def _feature_networks(config: ml_collections.ConfigDict):
     return jax.lax.stop_gradient(jnp.concatenate(out, axis=-1))
 
   return features_fn, {n: nets.variables[n] for n in FEATURE_NETS}
+
+
+@functools.lru_cache(maxsize=2)
+def _load_feature_nets(directory: str):
+  """The perception networks, read once per process (`build` needs their output width,
+  the trainer their variables)."""
+  return perception_nets.load(directory)
 
 
 def feature_dim(config: ml_collections.ConfigDict) -> int:
@@ -435,7 +444,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def check_selection(config: ml_collections.ConfigDict) -> str:
   """config.eval.select, checked against the data config before any work."""
   select = config.eval.get("select", "val")
-  if select not in ("val", "last"):
+  if select not in stage2_config.SELECTIONS:
     raise ValueError(f"config.eval.select={select!r}; expected 'val' (select on held-out "
                      "training subjects) or 'last' (the last step)")
   if select == "val" and float(config.data.get("val_share", 0.0)) <= 0:
