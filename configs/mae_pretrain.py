@@ -11,7 +11,8 @@ below it; every 20th is held out). Then stage 2 from the encoder:
       --config.init_from=/tmp/mae/checkpoints --workdir=/tmp/rafdb_from_mae
 
 Args after the colon: runlocal, variant=B/16, folder=DIR, preset=affectnet (SynthFACS
-preset), size=224, batch=4096, steps=N, epochs=N.
+preset), size=224, batch=4096, steps=N, epochs=N, dtype=float32|bfloat16 (default
+bfloat16, float32 with runlocal), fsdp=N, tp=N (mesh axes).
 MAE defaults (He et al. 2022): mask ratio 0.75, decoder 512 wide, 8 blocks, 16 heads,
 normalized-pixel loss, AdamW (0.9, 0.95), weight decay 0.05, base lr 1.5e-4 x batch/256
 (the trainer applies the scaling), 40 warmup epochs, cosine decay.
@@ -25,7 +26,7 @@ from norface_jax.training.stage2_config import DEFAULT_RULES
 
 def get_config(arg=None):
   a = parse_arg(arg, runlocal=False, variant="B/16", folder="", preset="affectnet", size=224,
-                batch=4096, steps=0, epochs=800)
+                batch=4096, steps=0, epochs=800, dtype="", fsdp=1, tp=1)
   c = ml_collections.ConfigDict()
   c.stage = "mae"
   c.seed = 0
@@ -38,15 +39,16 @@ def get_config(arg=None):
   c.input = dict(batch_size=a.batch, eval_batch_size=256, workers=0, prefetch=2)
   c.augment = dict(flip=True, crop_scale=(0.2, 1.0))
   c.model = dict(encoder=a.variant, decoder_width=512, decoder_depth=8, decoder_heads=16,
-                 mask_ratio=0.75, norm_pix_loss=True, remat=False, scan=False)
-  c.dtype = "float32"
+                 mask_ratio=0.75, norm_pix_loss=True, remat=False, remat_policy="",
+                 scan=False, attention="auto")
+  c.dtype = a.dtype or ("float32" if a.runlocal else "bfloat16")  # Parameters stay float32.
   c.optim = dict(name="adamw", base_lr=1.5e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.05,
                  grad_clip=0.0, end_lr_factor=0.0,
                  warmup_steps=0)  # 0: warmup_epochs of the training set.
   c.num_epochs = a.epochs
   c.total_steps = a.steps
   c.warmup_epochs = 40
-  c.mesh = (("data", -1), ("model", 1))
+  c.mesh = (("data", -1), ("fsdp", a.fsdp), ("model", a.tp))
   c.logical_axis_rules = DEFAULT_RULES
   c.init_from = ""
   c.init_from_key = "encoder"

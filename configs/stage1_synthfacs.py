@@ -7,7 +7,7 @@ r"""Norface stage 1 on SynthFACS (bp4d preset), CPU-sized: `normalizer.py:synthe
 
 Args: perception_dir=W (empty: trained first under the workdir; `random` = untrained
 nets, smoke tests only), target=synthfacs:<subject>|<image path>, steps=N,
-variant=mu/8, dtype=bfloat16, full (paper size: 256 px, B/16; needs an accelerator),
+variant=mu/8, dtype=float32|bfloat16 (default: float32; bfloat16 with `full`), full (paper size: 256 px, B/16; needs an accelerator),
 paper (the paper's loss weights and optimiser instead of the SynthFACS calibration,
 `stage1_config.SYNTHFACS_WEIGHTS`).
 """
@@ -18,8 +18,8 @@ from norface_jax.training.stage1_config import stage1_config
 
 def get_config(arg=None):
   a = parse_arg(arg, perception_dir="", target="synthfacs:F003", steps=0, variant="",
-                dtype="float32", full=False, paper=False)
-  args = [f"synthetic", f"target={a.target}", f"dtype={a.dtype}"]
+                dtype="", full=False, paper=False)
+  args = [f"synthetic", f"target={a.target}"] + ([f"dtype={a.dtype}"] if a.dtype else [])
   args += [] if a.full else ["runlocal"]
   args += [f"perception_dir={a.perception_dir}"] if a.perception_dir else []
   args += [f"steps={a.steps}"] if a.steps else []

@@ -77,6 +77,8 @@ class NorfaceClassifier(nn.Module):
   drop_path_rate: float = 0.0
   pos_embed: str = "sincos"
   head_init_std: float = 0.0
+  attention: str = "auto"  # vit.attention_implementation
+  remat_policy: str = ""   # vit.remat_block
 
   def setup(self):
     for s in self.streams:
@@ -86,7 +88,7 @@ class NorfaceClassifier(nn.Module):
       raise ValueError(f"Unknown pool {self.pool!r}.")
     self.vit = ViT(self.encoder, self.dtype, self.param_dtype, self.remat,
                    self.scan, self.dropout_rate, self.drop_path_rate,
-                   self.pos_embed, name="encoder")
+                   self.pos_embed, self.attention, self.remat_policy, name="encoder")
     moe = lambda name: MoEBlock(
         self.num_experts, self.top_k, self.expert_hidden, self.router_noise,
         self.renormalize_gates, self.dispatch, self.moe_residual, self.dtype,

@@ -105,26 +105,6 @@ class MaskedViT(vit_lib.ViT):
     x = nn.Dropout(self.dropout_rate)(x, not train)
     return self._blocks(x, cfg, train)
 
-  def _blocks(self, x: jax.Array, cfg: dict[str, int], train: bool) -> jax.Array:
-    kw = dict(num_heads=cfg["num_heads"], mlp_dim=cfg["mlp_dim"],
-              dropout_rate=self.dropout_rate, dtype=self.dtype, param_dtype=self.param_dtype)
-    depth = cfg["depth"]
-    if self.scan:
-      block_cls = vit_lib._ScanBlock  # pylint: disable=protected-access
-      if self.remat:
-        block_cls = nn.remat(block_cls, static_argnums=(2,))
-      x, _ = nn.scan(
-          block_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast,), length=depth,
-          metadata_params={nn.PARTITION_NAME: "layers"})(
-              drop_path_rate=self.drop_path_rate, name="blocks", **kw)(x, train)
-    else:
-      block_cls = nn.remat(vit_lib.Block, static_argnums=(2,)) if self.remat else vit_lib.Block
-      for i in range(depth):
-        rate = self.drop_path_rate * i / max(depth - 1, 1)
-        x = block_cls(drop_path_rate=rate, name=f"block_{i}", **kw)(x, train)
-    return vit_lib._layer_norm("norm", self.dtype, self.param_dtype)(x)  # pylint: disable=protected-access
-
 
 class MAE(nn.Module):
   """Encoder on visible patches + lightweight decoder predicting every patch's pixels.
@@ -145,6 +125,8 @@ class MAE(nn.Module):
   param_dtype: Dtype = jnp.float32
   remat: bool = False
   scan: bool = False
+  attention: str = "auto"  # vit.attention_implementation
+  remat_policy: str = ""   # vit.remat_block
 
   @nn.compact
   def __call__(self, images_bhwc: jax.Array, *, train: bool,
@@ -156,6 +138,7 @@ class MAE(nn.Module):
     ratio = self.mask_ratio if mask_ratio is None else mask_ratio
     m = random_masking(self.make_rng("mask"), b, n, ratio)
     latent = MaskedViT(self.encoder, self.dtype, self.param_dtype, self.remat, self.scan,
+                       attention=self.attention, remat_policy=self.remat_policy,
                        name="encoder")(images_bhwc, m["ids_keep"], train=train)
     e = self.decoder_width
     dense = lambda feats, name: nn.Dense(
@@ -174,7 +157,8 @@ class MAE(nn.Module):
     x = x + jnp.asarray(vit_lib.get_2d_sincos_pos_embed(e, grid), x.dtype)[None]
     for i in range(self.decoder_depth):
       x = vit_lib.Block(self.decoder_heads, 4 * e, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"decoder_block_{i}")(x, train)
+                        param_dtype=self.param_dtype, attention=self.attention,
+                        name=f"decoder_block_{i}")(x, train)
     x = vit_lib._layer_norm("decoder_norm", self.dtype, self.param_dtype)(x)  # pylint: disable=protected-access
     pred = dense(p * p * self.channels, "decoder_pred")(x)[:, 1:]
     return {"pred": pred.astype(jnp.float32), "mask": m["mask"], "ids_restore": m["ids_restore"]}

@@ -20,6 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from norface_jax.models.activation_sharding import constrain
+
+_TOKENS = ("act_batch", "act_embed")  # (T, D): the tokens routed (activation_sharding).
+
 Dtype = Any
 Aux = dict[str, jax.Array]
 
@@ -167,7 +171,7 @@ class MoEBlock(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, Aux]:
     lead, d = x.shape[:-1], x.shape[-1]
     f = self.hidden_dim or d
-    x_td = x.reshape(-1, d)
+    x_td = constrain(x.reshape(-1, d), _TOKENS)
     h_td = x_td
     if self.residual:
       h_td = nn.LayerNorm(
@@ -188,12 +192,12 @@ class MoEBlock(nn.Module):
       experts = _experts(self.num_experts, in_axes=None)(
           f, d, self.dtype, self.param_dtype, name="experts")
       if self.dispatch == "dense":
-        y_etd = experts(h_td)
+        y_etd = constrain(experts(h_td), ("act_experts", "act_batch", "act_embed"))
         y_td = jnp.einsum("te,etd->td", aux["gates"].astype(self.dtype), y_etd)
       elif self.dispatch == "gather":
         y_td = _gather_combine(h_td, aux["topk_idx"], aux["topk_vals"],
                                *experts.stacked_params(), self.dtype)
       else:
         raise ValueError(f"Unknown dispatch {self.dispatch!r}.")
-    out = x_td.astype(self.dtype) + y_td if self.residual else y_td
+    out = constrain(x_td.astype(self.dtype) + y_td if self.residual else y_td, _TOKENS)
     return out.reshape(*lead, d), aux

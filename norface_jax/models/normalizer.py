@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from norface_jax.models import vit as vit_lib
+from norface_jax.models.activation_sharding import constrain
 
 MAE_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 MAE_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -33,6 +34,7 @@ class ExpressionMerging(nn.Module):
   mlp_dim: int
   depth: int = 2
   dtype: Any = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, e_o_bnd: jax.Array, e_t_bnd: jax.Array, train: bool) -> jax.Array:
@@ -42,18 +44,21 @@ class ExpressionMerging(nn.Module):
         (3, self.num_heads, k_dim), dtype=self.dtype, name="qkv",
         kernel_init=nn.with_logical_partitioning(
             nn.initializers.xavier_uniform(), ("embed", None, "heads", "kv")))
-    q_t, _, v_t = jnp.moveaxis(qkv(e_t_bnd), 2, 0)  # (B, N, H, K) each
-    _, k_o, v_o = jnp.moveaxis(qkv(e_o_bnd), 2, 0)
+    heads = lambda a: constrain(a, vit_lib._HEADS)  # noqa: E731
+    q_t, _, v_t = map(heads, jnp.moveaxis(qkv(e_t_bnd), 2, 0))  # (B, N, H, K) each
+    _, k_o, v_o = map(heads, jnp.moveaxis(qkv(e_o_bnd), 2, 0))
     ca_bhnm = jax.nn.softmax(
         jnp.einsum("bnhk,bmhk->bhnm", q_t, k_o).astype(jnp.float32) / math.sqrt(k_dim), axis=-1)
-    v_fu = jnp.einsum("bhnm,bmhk->bnhk", ca_bhnm.astype(v_o.dtype), v_o) + v_t  # eq. 2
+    v_fu = heads(jnp.einsum("bhnm,bmhk->bnhk", ca_bhnm.astype(v_o.dtype), v_o) + v_t)  # eq. 2
     x = nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name="proj",
                         kernel_init=nn.with_logical_partitioning(
                             nn.initializers.xavier_uniform(), ("heads", "kv", "embed")))(v_fu)
+    x = constrain(x, vit_lib._TOKENS)
     y = vit_lib._layer_norm("norm_fu", self.dtype, jnp.float32)(x)
     x = x + vit_lib.Mlp(self.mlp_dim, dtype=self.dtype, name="mlp_fu")(y, not train)
     for i in range(self.depth):
-      x = vit_lib.Block(self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block_{i}")(x, train)
+      x = vit_lib.Block(self.num_heads, self.mlp_dim, dtype=self.dtype, attention=self.attention,
+                        name=f"block_{i}")(x, train)
     return vit_lib._layer_norm("norm", self.dtype, jnp.float32)(x)
 
 
@@ -92,6 +97,8 @@ class Normalizer(nn.Module):
   emm_depth: int = 2
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "auto"  # vit.attention_implementation
+  remat_policy: str = ""   # vit.remat_block
 
   def setup(self):
     cfg = vit_lib.decode_variant(self.encoder)
@@ -100,8 +107,10 @@ class Normalizer(nn.Module):
                        f"{2 ** len(self.decoder_channels)} upsampling; patch size of "
                        f"{self.encoder} is {cfg['patch_size']}: need log2(patch) stages")
     self.shared_encoder = vit_lib.ViT(self.encoder, dtype=self.dtype, remat=self.remat,
-                                      name="encoder")
-    self.emm = ExpressionMerging(cfg["num_heads"], cfg["mlp_dim"], self.emm_depth, self.dtype)
+                                      attention=self.attention,
+                                      remat_policy=self.remat_policy, name="encoder")
+    self.emm = ExpressionMerging(cfg["num_heads"], cfg["mlp_dim"], self.emm_depth, self.dtype,
+                                 self.attention)
     self.decoder = ConvDecoder(tuple(self.decoder_channels), self.dtype)
 
   def __call__(self, image_o: jax.Array, image_t: jax.Array, *, train: bool) -> jax.Array:

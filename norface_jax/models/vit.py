@@ -49,7 +49,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from norface_jax.models.activation_sharding import constrain
+
 Dtype = Any
+
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# Activations' logical axes (`activation_sharding`): tokens, and q/k/v heads.
+_TOKENS = ("act_batch", "act_len", "act_embed")
+_HEADS = ("act_batch", "act_len", "act_heads", "act_kv")
+
+
+def attention_implementation(choice: str, dtype: Dtype) -> str:
+  """`jax.nn.dot_product_attention`'s implementation for `choice` ("auto": cuDNN's fused
+  kernel on a GPU in bfloat16 / float16, XLA's everywhere else)."""
+  if choice not in ATTENTION_IMPLS:
+    raise ValueError(f"attention={choice!r}; expected one of {ATTENTION_IMPLS}")
+  if choice != "auto":
+    return choice
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+
+
+def remat_block(block_cls, policy: str = ""):
+  """`nn.remat` of a block class; `policy` names a `jax.checkpoint_policies` member (e.g.
+  "dots_with_no_batch_dims_saveable": keep the weight matmuls' outputs, recompute the
+  rest), "" recomputes everything."""
+  if policy and not hasattr(jax.checkpoint_policies, policy):
+    raise ValueError(f"remat_policy={policy!r} is not in jax.checkpoint_policies")
+  return nn.remat(block_cls, static_argnums=(2,),
+                  policy=getattr(jax.checkpoint_policies, policy) if policy else None)
 
 _VARIANTS = {
     # name: (width, depth, heads). mlp_dim is 4 * width.
@@ -171,10 +199,15 @@ _zeros = nn.initializers.zeros
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused q/k/v projection (timm order)."""
+  """Multi-head self-attention with a fused q/k/v projection (timm order).
+
+  q, k and v come out of the projection as (B, N, H, Dh), the layout
+  `jax.nn.dot_product_attention` takes, so nothing is transposed; `attention` picks its
+  implementation (`attention_implementation`)."""
   num_heads: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x_bnd: jax.Array) -> jax.Array:
@@ -186,8 +219,10 @@ class Attention(nn.Module):
             _xavier, ("embed", None, "heads", "kv")),
         bias_init=nn.with_logical_partitioning(_zeros, (None, "heads", "kv")),
         name="qkv")(x_bnd)  # (B, N, 3, H, Dh)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    o_bnhk = jax.nn.dot_product_attention(q, k, v, implementation=None)
+    q, k, v = (constrain(qkv[:, :, i], _HEADS) for i in range(3))
+    o_bnhk = jax.nn.dot_product_attention(
+        q, k, v, implementation=attention_implementation(self.attention, q.dtype))
+    o_bnhk = constrain(o_bnhk, _HEADS)
     return nn.DenseGeneral(
         d, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=nn.with_logical_partitioning(
@@ -211,6 +246,7 @@ class Mlp(nn.Module):
         kernel_init=nn.with_logical_partitioning(_xavier, axes),
         bias_init=nn.with_logical_partitioning(_zeros, axes[1:]), name=name)
     x = dense(self.mlp_dim, ("embed", "mlp"), "fc1")(x)
+    x = constrain(x, ("act_batch",) + ("act_len",) * (x.ndim - 2) + ("act_mlp",))
     x = nn.gelu(x, approximate=False)
     x = nn.Dropout(self.dropout_rate)(x, deterministic)
     x = dense(d, ("mlp", "embed"), "fc2")(x)
@@ -232,18 +268,20 @@ class Block(nn.Module):
   drop_path_rate: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     det = not train
     ln = lambda name: _layer_norm(name, self.dtype, self.param_dtype)
-    y = Attention(self.num_heads, self.dtype, self.param_dtype,
+    x = constrain(x, _TOKENS)
+    y = Attention(self.num_heads, self.dtype, self.param_dtype, self.attention,
                   name="attn")(ln("norm1")(x))
     y = nn.Dropout(self.dropout_rate)(y, det)
-    x = x + _drop_path(y, self.drop_path_rate, det, self)
+    x = constrain(x + _drop_path(y, self.drop_path_rate, det, self), _TOKENS)
     y = Mlp(self.mlp_dim, self.dropout_rate, self.dtype, self.param_dtype,
             name="mlp")(ln("norm2")(x), det)
-    return x + _drop_path(y, self.drop_path_rate, det, self)
+    return constrain(x + _drop_path(y, self.drop_path_rate, det, self), _TOKENS)
 
 
 class _ScanBlock(Block):
@@ -259,7 +297,9 @@ class ViT(nn.Module):
   Attributes:
     variant: e.g. "B/16" (see `decode_variant`).
     dtype: compute dtype; param_dtype: parameter dtype.
-    remat: rematerialise each block in the backward pass (saves memory).
+    remat: rematerialise each block in the backward pass (saves memory);
+      remat_policy: what it keeps (`remat_block`).
+    attention: the attention implementation (`attention_implementation`).
     scan: `nn.scan` over blocks (params stacked on a leading 'layers' axis;
       faster compiles for deep models).
     dropout_rate / drop_path_rate: timm's proj/mlp dropout and stochastic
@@ -276,6 +316,8 @@ class ViT(nn.Module):
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   pos_embed: str = "sincos"
+  attention: str = "auto"
+  remat_policy: str = ""
 
   @nn.compact
   def __call__(self, images_bhwc: jax.Array, *, train: bool) -> jax.Array:
@@ -300,15 +342,18 @@ class ViT(nn.Module):
                         axis=1)
     x = x + self._position_table(d, (h // p, w // p)).astype(x.dtype)
     x = nn.Dropout(self.dropout_rate)(x, not train)
+    return self._blocks(x, cfg, train)
 
+  def _blocks(self, x: jax.Array, cfg: dict[str, int], train: bool) -> jax.Array:
+    """The transformer blocks and the final LayerNorm over (B, N, D) tokens."""
     kw = dict(num_heads=cfg["num_heads"], mlp_dim=cfg["mlp_dim"],
               dropout_rate=self.dropout_rate, dtype=self.dtype,
-              param_dtype=self.param_dtype)
+              param_dtype=self.param_dtype, attention=self.attention)
     depth = cfg["depth"]
     if self.scan:
       block_cls = _ScanBlock
       if self.remat:
-        block_cls = nn.remat(block_cls, static_argnums=(2,))
+        block_cls = remat_block(block_cls, self.remat_policy)
       x, _ = nn.scan(
           block_cls, variable_axes={"params": 0},
           split_rngs={"params": True, "dropout": True},
@@ -316,7 +361,7 @@ class ViT(nn.Module):
           metadata_params={nn.PARTITION_NAME: "layers"})(
               drop_path_rate=self.drop_path_rate, name="blocks", **kw)(x, train)
     else:
-      block_cls = nn.remat(Block, static_argnums=(2,)) if self.remat else Block
+      block_cls = remat_block(Block, self.remat_policy) if self.remat else Block
       for i in range(depth):
         rate = self.drop_path_rate * i / max(depth - 1, 1)
         x = block_cls(drop_path_rate=rate, name=f"block_{i}", **kw)(x, train)

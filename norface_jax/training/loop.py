@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from norface_jax.evaluation.metrics import summary
+from norface_jax.models import activation_sharding
 from norface_jax.training import checkpointing, multihost, sharding, writers
 
 NAN_POLICIES = ("stop", "skip")
@@ -108,6 +109,20 @@ def init_state(stage: Stage) -> Any:
   return stage.after_init(state) if stage.after_init is not None else state
 
 
+def jit_train_step(config, mesh, state_shardings, train_step: Callable, num_step_args: int):
+  """`train_step(state, batch, rng, *step_args)` compiled once for `mesh`: the state in its
+  shardings and donated, the batch split over the data axes, the rest replicated, and the
+  activations pinned by `config.logical_axis_rules` (`models.activation_sharding`)."""
+  repl = sharding.replicated(mesh)
+  if config.get("logical_axis_rules"):
+    rules = sharding.mesh_rules(config.logical_axis_rules, mesh)
+    train_step = activation_sharding.traced_with_rules(train_step, mesh, rules)
+  return jax.jit(train_step,
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh), repl,
+                               *(repl,) * num_step_args),
+                 out_shardings=(state_shardings, repl), donate_argnums=(0,))
+
+
 def _host_mean(pending: list[dict[str, jax.Array]]) -> tuple[dict[str, float], dict[str, Any]]:
   host = jax.device_get(pending)  # The loop's only host sync, once per log interval.
   return {k: float(np.mean([m[k] for m in host])) for k in host[0]}, host[-1]
@@ -134,12 +149,9 @@ def run(config, workdir: str, stage: Stage, *, stop_at: int | None = None,
   else:
     state, start = init_state(stage), 0
 
-  repl = sharding.replicated(mesh)
-  arg_shardings = (repl,) * len(stage.step_args)
-  train_step = jax.jit(guard_nonfinite(stage.train_step, policy == "skip"),
-                       in_shardings=(stage.state_shardings, sharding.batch_sharding(mesh), repl,
-                                     *arg_shardings),
-                       out_shardings=(stage.state_shardings, repl), donate_argnums=(0,))
+  train_step = jit_train_step(config, mesh, stage.state_shardings,
+                              guard_nonfinite(stage.train_step, policy == "skip"),
+                              len(stage.step_args))
   writer = writers.MetricWriter(workdir)
   writer.write_hparams(config.to_dict())
   progress = writers.ProgressReport(num_train_steps=steps, batch_size=stage.batch_size,

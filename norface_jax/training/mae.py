@@ -72,7 +72,8 @@ def make_model(config: ml_collections.ConfigDict) -> mae_lib.MAE:
   return mae_lib.MAE(encoder=m.encoder, decoder_width=m.decoder_width,
                      decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads,
                      mask_ratio=m.mask_ratio, dtype=jnp.dtype(config.dtype),
-                     remat=m.remat, scan=m.scan)
+                     remat=m.remat, scan=m.scan, attention=m.get("attention", "auto"),
+                     remat_policy=m.get("remat_policy", ""))
 
 
 def effective_lr(config: ml_collections.ConfigDict) -> float:

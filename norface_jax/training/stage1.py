@@ -57,7 +57,8 @@ class GanState:
 
 def make_models(config) -> tuple[nn.Module, nn.Module]:
   m, dtype = config.model, jnp.dtype(config.dtype)
-  gen = normalizer_lib.Normalizer(m.encoder, tuple(m.decoder_channels), m.emm_depth, dtype, m.remat)
+  gen = normalizer_lib.Normalizer(m.encoder, tuple(m.decoder_channels), m.emm_depth, dtype, m.remat,
+                                  m.get("attention", "auto"), m.get("remat_policy", ""))
   disc = disc_lib.MultiScaleDiscriminator(tuple(m.disc_channels), m.disc_scales, dtype)
   return gen, disc
 

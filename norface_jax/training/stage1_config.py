@@ -45,15 +45,17 @@ def base_config(*, dataset: str, synthetic: bool, runlocal: bool) -> ml_collecti
   c.oracle_weight = 0.0
   c.input = dict(batch_size=8, eval_batch_size=16, workers=0, prefetch=2)
   c.model = dict(encoder="B/16", decoder_channels=(256, 128, 64, 32), emm_depth=2,
-                 remat=False, disc_channels=(64, 128, 256), disc_scales=2)
-  c.dtype = "float32"            # Compute dtype (bfloat16 on accelerators).
+                 remat=False, remat_policy="", attention="auto",
+                 disc_channels=(64, 128, 256), disc_scales=2)
+  # Compute dtype; parameters, normalisation statistics, softmax and losses stay float32.
+  c.dtype = "float32" if runlocal else "bfloat16"
   c.loss = dict(PAPER_WEIGHTS)
   # d_lr 0 / d_b1 < 0: D uses G's lr / beta1; warmup_steps: linear lr warm-up from 0,
   # then the constant rate (optim.make_optimizer).
   c.optim = dict(name="adam", schedule="constant", lr=1e-4, d_lr=0.0, b1=0.0, d_b1=-1.0,
                  b2=0.99, eps=1e-8, grad_clip=0.0, warmup_steps=0)
   c.total_steps = 200_000
-  c.mesh = (("data", -1), ("model", 1))
+  c.mesh = (("data", -1), ("fsdp", 1), ("model", 1))
   c.logical_axis_rules = DEFAULT_RULES
   c.init_from = ""               # Orbax checkpoint whose params hold a (MAE) ViT ...
   c.init_from_key = "encoder"    # ... under this key, grafted into E_s.
@@ -104,7 +106,8 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
   """A stage-1 config from `name:args` arguments (configs/normalizer.py, stage1_*.py).
 
   Args: dataset=bp4d (SynthFACS preset or reader), synthetic, runlocal,
-  perception_dir=W, target=..., steps=N, variant=B/16, dtype=..., fold=K, paper,
+  perception_dir=W, target=..., steps=N, variant=B/16, dtype=float32|bfloat16 (default
+  bfloat16, float32 with runlocal), fold=K, fsdp=N, tp=N (mesh axes), paper,
   perception_steps=N, oracle (SynthFACS diagnostic: F_nor trained on the fixed target
   with only an L2 to the true I_n, no other loss, p_same 0, Adam beta1 0.9, lr 1e-3
   after a 200-step warm-up, clipping at 1).
@@ -118,7 +121,7 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
   from norface_jax.configlib import parse_arg
   from norface_jax.training import perception_train
   a = parse_arg(arg, dataset=dataset, synthetic=False, runlocal=False, perception_dir="",
-                target="", steps=0, variant="", dtype="float32", fold=0, paper=False,
+                target="", steps=0, variant="", dtype="", fold=0, paper=False, fsdp=1, tp=1,
                 perception_steps=0, oracle=False)
   c = base_config(dataset=a.dataset, synthetic=a.synthetic, runlocal=a.runlocal)
   c.perception_dir = a.perception_dir
@@ -144,6 +147,8 @@ def stage1_config(arg: str | None, *, dataset: str = "bp4d") -> ml_collections.C
     c.total_steps = a.steps
   if a.variant:
     c.model.encoder = a.variant
-  c.dtype = a.dtype
+  if a.dtype:
+    c.dtype = a.dtype
+  c.mesh = (("data", -1), ("fsdp", a.fsdp), ("model", a.tp))
   c.data.fold = a.fold
   return c

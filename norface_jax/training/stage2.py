@@ -66,7 +66,8 @@ def make_model(config: ml_collections.ConfigDict, task: tasks_lib.Task) -> nn.Mo
       num_experts=m.num_experts, top_k=m.top_k, expert_hidden=m.expert_hidden or None,
       pool=m.pool, router_noise=m.router_noise, dispatch=m.dispatch,
       remat=m.remat, scan=m.scan, pos_embed=m.get("pos_embed", "sincos"),
-      moe_residual=m.get("moe_residual", True),
+      moe_residual=m.get("moe_residual", True), attention=m.get("attention", "auto"),
+      remat_policy=m.get("remat_policy", ""),
       head_init_std=head_init_std(config), dtype=jnp.dtype(config.dtype))
 
 

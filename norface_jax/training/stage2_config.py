@@ -26,6 +26,15 @@ DEFAULT_RULES = (
     ("classes", None),
     ("layers", None),
     ("patch", None),
+    # Activations (models/activation_sharding.py): split over the batch only, except
+    # the heads and MLP hidden units under tensor parallelism and the expert axis.
+    ("act_batch", ("data", "fsdp")),
+    ("act_len", None),
+    ("act_embed", None),
+    ("act_heads", "model"),
+    ("act_kv", None),
+    ("act_mlp", "model"),
+    ("act_experts", "expert"),
 )
 
 
@@ -83,8 +92,10 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       router_noise=True,
       dispatch="dense",           # dense | gather.
       remat=False,
+      remat_policy="",            # With remat: a jax.checkpoint_policies name ("" = none).
       scan=False,
       pos_embed="sincos",         # sincos (MAE) | learned (imported timm ViTs).
+      attention="auto",           # auto (cudnn on GPU in bf16, else xla) | xla | cudnn.
       # MoE block form. True (default): x + sum_k G_k Exp_k(LN(x)), pre-norm residual as
       # every transformer MLP, so that at initialisation a block passes e_f through
       # instead of replacing it with a sum of random experts. False: the paper's plain
@@ -94,7 +105,9 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
       # from a random encoder (the 2e-5 head freezes a random encoder); mae | lecun.
       head_init="auto",
   )
-  c.dtype = "float32"             # Compute dtype; parameters stay float32.
+  # Compute dtype; parameters, softmax, normalisation statistics and losses stay float32.
+  # runlocal (CPU) runs train in float32.
+  c.dtype = "bfloat16"
   # au_pos_weight (AU detection): "balanced" weighs each AU's positives by its
   # negatives-to-positives ratio in the training labels (clipped to [1, 10]; as AU
   # detectors such as JAA-Net weight rare AUs), "none" = plain BCE.
@@ -129,6 +142,7 @@ def base_config(*, task: str, dataset: str, preset: str, runlocal: bool,
   c.nan_policy = "stop"           # stop | skip (a non-finite update).
 
   if runlocal:
+    c.dtype = "float32"
     c.data.image_size = 64
     c.data.frames_per_subject = 24 if task != "fer" else 0
     c.data.num_identities = 400 if task == "fer" else 0
@@ -159,12 +173,13 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
   `norm=none|precomputed|oracle|online`, `normalized_dir=DIR`, `test=DATASET`
   (cross-dataset evaluation), `classes=N` (FER), `steps=N` (override the length),
   `fsdp=N`, `tp=N`, `slices=N` (pod meshes), `select=val|last` (model selection on
-  held-out training subjects, or the paper's last step).
+  held-out training subjects, or the paper's last step), `dtype=float32|bfloat16` (the
+  compute dtype; default bfloat16, float32 with `runlocal`).
   """
   from norface_jax.configlib import parse_arg
   a = parse_arg(arg, synthetic=False, runlocal=False, fold=0, variant="B/16", norm="",
                 normalized_dir="", test="", classes=num_classes, steps=0, fsdp=1, tp=1, slices=1,
-                stage1="", select="val")
+                stage1="", select="val", dtype="")
   c = base_config(task=task, dataset=dataset, preset=dataset, runlocal=a.runlocal,
                   synthetic=a.synthetic)
   c.data.fold = a.fold
@@ -180,6 +195,8 @@ def task_config(arg: str | None, *, task: str, dataset: str, num_classes: int = 
     c.data.test_preset = a.test
   if a.steps:
     c.total_steps = a.steps
+  if a.dtype:
+    c.dtype = a.dtype
   set_selection(c, a.select)
   # Pods: fsdp shards parameters and optimizer state over the 'fsdp' axis (which also
   # splits the batch), tp shards MLPs and heads over 'model'; slices > 1 makes the
