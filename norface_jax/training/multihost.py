@@ -34,19 +34,35 @@ def initialize(*, coordinator_address: str = "", num_processes: int = 0, process
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def _preemption_service() -> bool:
+  """Whether JAX's preemption sync manager runs in this (multi-process) job."""
+  from jax.experimental import multihost_utils
+  try:
+    multihost_utils.reached_preemption_sync_point(0)
+  except RuntimeError:  # jax_enable_preemption_service is off.
+    return False
+  return True
+
+
 class PreemptionGuard:
   """Turns SIGTERM into "checkpoint at the current step and exit 0".
 
-  The handler only sets a flag; the training loop asks `should_stop()` after each step.
-  With several processes the flags are OR-ed across processes every `check_every` steps
-  (one tiny all-gather), so every process stops at the same step.
+  One process: a Python handler sets a flag; the loop asks `should_stop(step)` after each
+  step. Several processes: JAX's preemption service (started by
+  `jax.distributed.initialize`) catches the signal on whichever process gets it, agrees
+  with the others on a step after it, and `should_stop` turns True on every process at
+  that same step (`multihost_utils.reached_preemption_sync_point`, a local check at every
+  step, no collective). Where that service is off (`jax_enable_preemption_service`),
+  the processes OR their flags with a tiny all-gather every `check_every` steps instead.
   """
 
   def __init__(self, check_every: int = 1, signals=(signal.SIGTERM,)):
     self.check_every = max(1, check_every)
     self._flag = threading.Event()
     self._previous = {}
-    if threading.current_thread() is threading.main_thread():
+    self._sync_point = jax.process_count() > 1 and _preemption_service()
+    # The preemption service has its own SIGTERM handler: a Python one would replace it.
+    if threading.current_thread() is threading.main_thread() and not self._sync_point:
       for sig in signals:
         self._previous[sig] = signal.signal(sig, self._handle)
 
@@ -56,15 +72,21 @@ class PreemptionGuard:
     self._flag.set()
 
   def request(self) -> None:
-    """Asks for a stop as the signal would (tests, schedulers with other signals)."""
+    """Asks for a stop as the signal would (tests, schedulers with other signals), in a
+    single-process run or without the preemption service."""
     self._flag.set()
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() == 1:
       return self._flag.is_set()
+    from jax.experimental import multihost_utils
+    if self._sync_point:
+      if multihost_utils.reached_preemption_sync_point(int(step)):
+        logging.warning("Preemption notice: every process stops at step %d.", step)
+        return True
+      return False
     if step % self.check_every:
       return False
-    from jax.experimental import multihost_utils
     flags = multihost_utils.process_allgather(np.array([self._flag.is_set()], np.int32))
     return bool(np.any(flags))
 
