@@ -4,17 +4,22 @@
   python launch/benchmark.py --model=nor --variant=mu/8 --image_size=64 --batch=16
   python launch/benchmark.py --model=mae --variant=S/16 --image_size=224 --batch=8
   python launch/benchmark.py --model=deepfn
+  python launch/benchmark.py --suite [--tiny] --out=check.md   # = launch/accelerator_check.sh
 
 --model: cla (stage 2, F_cla), nor (stage 1: the G + D step of F_nor with its perception
 losses), mae (MAE pre-training), deepfn (DeepFN autoencoder and LeNet-5). --variant is
 a ViT variant for cla / nor / mae and `runlocal`, `paper` or `W1,W2,W3,W4` (AE widths) for
 deepfn. Sizes left out take the model's defaults (norface_jax/benchmark/<model>.py
 `DEFAULTS`). PyTorch uses OMP_NUM_THREADS threads (else every CPU this process may use).
+
+--suite runs the accelerator check instead (norface_jax/benchmark/suite.py): every model
+at full size in bfloat16, the input pipeline and the largest batch, one markdown table,
+within --budget_s; --tiny runs it at test sizes on a CPU.
 """
 
 from absl import app, flags, logging
 
-from norface_jax.benchmark import common, run
+from norface_jax.benchmark import common, run, suite
 
 _MODEL = flags.DEFINE_enum("model", "cla", list(run.MODELS), "Which network.")
 _VARIANT = flags.DEFINE_string("variant", None, "ViT variant (deepfn: runlocal|paper|widths).")
@@ -36,11 +41,22 @@ _WINDOWS = flags.DEFINE_integer("windows", 5, "Timed windows (the median is repo
 _STEPS = flags.DEFINE_integer("steps_per_window", 2, "Steps per timed window.")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only time the train step's compilation.")
 _OUT = flags.DEFINE_string("out", "", "Append the table to this markdown file.")
+_SUITE = flags.DEFINE_bool("suite", False, "Run the accelerator check (every model).")
+_TINY = flags.DEFINE_bool("tiny", False, "--suite at test sizes (a CPU, minutes).")
+_BUDGET = flags.DEFINE_float("budget_s", None, "--suite: skip what is left after this long.")
+_WORKERS = flags.DEFINE_list("workers", None, "--suite: Grain worker counts to time.")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _SUITE.value:
+    settings = suite.Settings.make(
+        _TINY.value, budget_s=_BUDGET.value, torch_side=_TORCH.value,
+        torch_compile=None if _COMPILE.present == 0 else _COMPILE.value,
+        dtype=None if _DTYPE.present == 0 else _DTYPE.value,
+        workers=None if _WORKERS.value is None else tuple(int(w) for w in _WORKERS.value))
+    return _emit(suite.run_suite(settings))
   defaults = run.model_module(_MODEL.value).DEFAULTS
   pick = lambda flag, key: defaults[key] if flag.value is None else flag.value  # noqa: E731
   opts = common.Options(
@@ -48,7 +64,11 @@ def main(argv):
       image_size=pick(_SIZE, "image_size"), dtype=_DTYPE.value, dispatch=_DISPATCH.value,
       scan=_SCAN.value, remat=_REMAT.value, perception=_PERCEPTION.value, warmup=_WARMUP.value,
       windows=_WINDOWS.value, steps_per_window=_STEPS.value)
-  text = run.run(_MODEL.value, opts, _TORCH.value, _COMPILE.value, compile_only=_COMPILE_ONLY.value)
+  _emit(run.run(_MODEL.value, opts, _TORCH.value, _COMPILE.value,
+                compile_only=_COMPILE_ONLY.value))
+
+
+def _emit(text: str) -> None:
   print(text)
   if _OUT.value:
     with open(_OUT.value, "a") as f:

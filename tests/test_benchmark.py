@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,36 +20,57 @@ from tests.conftest import FAST_COMPILE  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# One timed step per row, no torch.compile (minutes of Inductor builds on a CPU).
-TINY = {"cla": ["--variant=mu/8", "--image_size=32", "--batch=2"],
-        "nor": ["--variant=mu/8", "--image_size=32", "--batch=2", "--perception=tiny"],
-        "mae": ["--variant=mu/8", "--image_size=32", "--batch=2"],
-        "deepfn": ["--variant=4,4,8,8", "--image_size=32", "--batch=2"]}
-TRAIN_STEP = {"cla": "train", "nor": "train", "mae": "train", "deepfn": "AE train"}
-
-
-@pytest.mark.parametrize("model", sorted(TINY))
-def test_benchmark_prints_jax_and_torch_rows(model):
+def test_accelerator_check_tiny_runs_every_part():
+  """`launch/accelerator_check.sh --tiny` as a user runs it: every model's JAX and
+  PyTorch rows in the summary table, each model's own table with FLOPs, MFU and the time
+  to the first step, the Grain workers and the largest-batch line; the stage-1 twin's
+  step-0 losses equal the JAX step's on the same weights and pairs."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}",
-             JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1",
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  cmd = [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), f"--model={model}",
-         *TINY[model], "--notorch_compile", "--warmup=1", "--windows=1", "--steps_per_window=1"]
-  out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+             JAX_PLATFORMS="cpu", OMP_NUM_THREADS="1")
+  out = subprocess.run(["bash", os.path.join(ROOT, "launch", "accelerator_check.sh"), "--tiny",
+                        f"--out={os.path.join(ROOT, '.pytest_accelerator_check.md')}"],
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  text = out.stdout
+  with open(os.path.join(ROOT, ".pytest_accelerator_check.md")) as f:
+    text = f.read()
+  os.remove(os.path.join(ROOT, ".pytest_accelerator_check.md"))
+  assert text.startswith("\n# Accelerator check (--tiny)") and text.strip() in out.stdout
   print(text)
-  step = TRAIN_STEP[model]
-  for row in (f"jax {step}", f"torch eager {step}"):
-    line = next((l for l in text.splitlines() if l.startswith(f"| {row} |")), None)
-    assert line is not None, f"no {row!r} row in\n{text}"
-    assert float(line.split("|")[2]) > 0  # images/s
-  assert f"| jax {step} |" in text and "x |" in text
-  assert f"- JAX {step}:" in text and "GFLOP/step" in text and "MFU" in text
-  assert "time to first step" in text and "matmul peak" in text and "input pipeline" in text
-  if model == "nor":  # Same weights and pairs: the twin's losses are the JAX step's.
-    note = next(l for l in text.splitlines() if l.startswith("| torch eager train |"))
-    assert float(note.split("JAX's to ")[1].split()[0].rstrip("|")) < 1e-4, note
+  lines = text.splitlines()
+  for part, step in (("stage 2 (F_cla)", "train"), ("stage 1 (F_nor)", "train"),
+                     ("MAE", "train"), ("DeepFN", "AE train"), ("DeepFN", "LeNet train")):
+    row = next(l for l in lines if l.startswith(f"| {part} | {step} |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert float(cells[3]) > 0 and cells[4].endswith("x"), row  # images/s, vs torch eager
+    assert cells[7].endswith("%") and float(cells[8]) > 0, row  # MFU, first step
+  for model, step in (("cla", "train"), ("nor", "train"), ("mae", "train"), ("deepfn", "AE train")):
+    section = text[text.index(f"model={model} "):]
+    assert f"| torch eager {step} |" in section and f"- JAX {step} (" in section
+    assert "model GFLOP/step" in section and "time to first step" in section
+  assert "| 0 |" in text and "| 1 |" in text  # Grain workers.
+  assert "stage 2, mu/8 32 px float32: this device reports no memory limit" in text
+  # Same weights and pairs: the twin's losses are the JAX step's.
+  note = next(l for l in text[text.index("model=nor "):].splitlines()
+              if l.startswith("| torch eager train |"))
+  assert float(note.split("JAX's to ")[1].split()[0].rstrip("|")) < 1e-4, note
+
+
+def test_matmul_flops_by_hand():
+  """2 x multiply-adds of every dot and convolution, backward passes and scan bodies
+  included."""
+  f = jax.jit(lambda a, b: jnp.tanh(a @ b).sum())
+  a, b = jnp.ones((4, 8)), jnp.ones((8, 3))
+  assert common.compile_traced(f, a, b)[1] == 2 * 4 * 8 * 3
+  g = jax.jit(jax.grad(lambda a, b: jnp.tanh(a @ b).sum(), argnums=(0, 1)))
+  assert common.compile_traced(g, a, b)[1] == 3 * 2 * 4 * 8 * 3  # forward, d/da, d/db
+  h = jax.jit(lambda c, xs: jax.lax.scan(lambda c, x: (c @ x, None), c, xs)[0])
+  assert common.compile_traced(h, jnp.ones((2, 5)), jnp.ones((7, 5, 5)))[1] == 7 * 2 * 2 * 5 * 5
+  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  # 4x4 outputs x 4 channels, each 3x3x3 multiply-adds.
+  assert common.compile_traced(conv, jnp.ones((1, 6, 6, 3)), jnp.ones((3, 3, 3, 4)))[1] == (
+      2 * 4 * 4 * 4 * 27)
+  assert common.mfu(100.0, 10.0, 2, 1000.0) == 0.5  # 100 FLOPs x 5 steps/s / 1000
 
 
 def test_table_ratios_are_per_step():

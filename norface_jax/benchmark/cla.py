@@ -20,7 +20,7 @@ import numpy as np
 
 from norface_jax import configlib
 from norface_jax.benchmark import common
-from norface_jax.training import sharding, stage2
+from norface_jax.training import loop, sharding, stage2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS = {"variant": "S/16", "image_size": 224, "batch": 8}
@@ -78,20 +78,21 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
           "emotion": rng.integers(0, 7, (batch,)).astype(np.int32)}
   data = sharding.host_to_global(host, setup.mesh)
   bs, repl = sharding.batch_sharding(setup.mesh), sharding.replicated(setup.mesh)
-  step_fn = jax.jit(stage2.make_train_step(setup.model, setup.task, config, setup.tx),
-                    in_shardings=(setup.state_shardings, bs, repl),
-                    out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
-  compiled = step_fn.lower(state, data, setup.step_rng).compile()
+  step_fn = loop.jit_train_step(config, setup.mesh, setup.state_shardings,
+                                stage2.make_train_step(setup.model, setup.task, config, setup.tx),
+                                0)
+  compiled, flops = common.compile_traced(step_fn, state, data, setup.step_rng)
   compile_s = time.perf_counter() - t0
   train_rate, state = common.time_jax_train(compiled, state, (data, setup.step_rng), batch=batch,
                                             **opts.timing())
   eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config),
                     in_shardings=(setup.state_shardings.params, bs), out_shardings=repl)
-  eval_compiled = eval_fn.lower(state.params, data).compile()
+  eval_compiled, eval_flops = common.compile_traced(eval_fn, state.params, data)
   infer_rate = common.time_jax_call(eval_compiled, (state.params, data), batch=batch,
                                     **opts.timing())
-  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s),
-          common.jax_row("jax inference", infer_rate, eval_compiled, batch)]
+  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s, model_flops=flops),
+          common.jax_row("jax inference", infer_rate, eval_compiled, batch,
+                         model_flops=eval_flops)]
 
 
 def torch_calls(config: Any, opts: common.Options) -> list[common.TorchCall]:

@@ -52,14 +52,17 @@ class Options:
 @dataclasses.dataclass
 class Row:
   """One timed step: `name` is "<impl> <step>", impl one of `IMPLS` ("jax train",
-  "torch eager AE train"); JAX rows also carry the step's FLOPs (per call, XLA's cost
-  analysis), its batch and the time to the first step (init + compile)."""
+  "torch eager AE train"); JAX rows also carry the step's FLOPs per call two ways
+  (`model_flops`: the matmuls and convolutions of its jaxpr, `matmul_flops`; `flops`:
+  XLA's cost analysis of the compiled program, elementwise work included), its batch
+  and the time to the first step (init + compile)."""
   name: str
   images_per_sec: float
   note: str = ""
   flops: float = float("nan")
   batch: int = 0
   compile_s: float = float("nan")
+  model_flops: float = float("nan")
 
   @property
   def impl(self) -> str:
@@ -111,8 +114,54 @@ def time_jax_call(compiled, args: Sequence[Any], *, batch: int, **timing) -> flo
 
 
 def jax_row(name: str, rate: float, compiled, batch: int, compile_s: float = float("nan"),
-            note: str = "") -> Row:
-  return Row(name, rate, note, compiled_flops(compiled), batch, compile_s)
+            note: str = "", model_flops: float = float("nan")) -> Row:
+  return Row(name, rate, note, compiled_flops(compiled), batch, compile_s, model_flops)
+
+
+def compile_traced(jitted, *args) -> tuple[Any, float]:
+  """(the compiled executable of `jitted(*args)`, its analytic FLOPs per call)."""
+  traced = jitted.trace(*args)
+  return traced.lower().compile(), matmul_flops(traced.jaxpr)
+
+
+def _dot_flops(eqn) -> float:
+  lhs, rhs = (v.aval.shape for v in eqn.invars[:2])
+  (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
+  free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
+  return 2.0 * math.prod(lhs) * math.prod(free)
+
+
+def _conv_flops(eqn) -> float:
+  rhs = eqn.invars[1].aval.shape
+  out = eqn.outvars[0].aval.shape
+  rhs_spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, spatial...)
+  return 2.0 * math.prod(out) * rhs[rhs_spec[1]] * math.prod(rhs[d] for d in rhs_spec[2:])
+
+
+def matmul_flops(jaxpr) -> float:
+  """FLOPs of every matmul (`dot_general`) and convolution in a (closed) jaxpr: 2 x the
+  multiply-adds, sub-jaxprs included (a `scan` body times its length). Traced from a
+  train step it holds the forward and the backward pass as written, with no remat
+  recomputation beyond what the program spells out; the analytic "model FLOPs" of MFU.
+  Elementwise work is not counted. A transposed convolution (lhs dilation) is counted
+  with the zeros it multiplies."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "dot_general":
+      total += _dot_flops(eqn)
+    elif name == "conv_general_dilated":
+      total += _conv_flops(eqn)
+    times = float(eqn.params.get("length", 1)) if name == "scan" else 1.0
+    subs = [v for v in eqn.params.values() if hasattr(v, "eqns") or hasattr(v, "jaxpr")]
+    subs += [b for v in eqn.params.values() if isinstance(v, (tuple, list))
+             for b in v if hasattr(b, "eqns") or hasattr(b, "jaxpr")]
+    if name == "cond":  # One branch runs.
+      total += max((matmul_flops(b) for b in subs), default=0.0)
+    else:
+      total += times * sum(matmul_flops(b) for b in subs)
+  return total
 
 
 @dataclasses.dataclass
@@ -137,19 +186,31 @@ def torch_threads() -> int:
     return os.cpu_count() or 1
 
 
+def torch_device() -> str:
+  """Where the PyTorch twins run: "cuda" when JAX runs on a GPU and this torch sees one,
+  else "cpu"."""
+  import torch
+  return "cuda" if jax.devices()[0].platform == "gpu" and torch.cuda.is_available() else "cpu"
+
+
 def torch_rows(build: Callable[[], list[TorchCall]], compile_modes: Sequence[bool],
                dtype: str = "float32", **timing) -> list[Row]:
   """Rows of every `TorchCall` of `build()` in eager mode and/or under `torch.compile`.
 
-  `build` is called once per mode (fresh modules and optimizers). bfloat16 runs under
-  `torch.autocast(bfloat16)` (float32 parameters, as the JAX compute dtype); inference
-  under `torch.no_grad()`. A mode whose compilation fails gives NaN rows with the error.
+  `build` is called once per mode (fresh modules and optimizers) with `torch_device()` as
+  the default device, so its modules and tensors live there; a CUDA window ends with
+  `torch.cuda.synchronize()`. bfloat16 runs under `torch.autocast(bfloat16)` (float32
+  parameters, as the JAX compute dtype); inference under `torch.no_grad()`. A mode whose
+  compilation fails gives NaN rows with the error.
   """
   import torch
+  device = torch_device()
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   rows = []
   for compiled in compile_modes:
     impl = "torch.compile" if compiled else "torch eager"
-    calls = build()
+    with torch.device(device):
+      calls = build()
     failed = ""
     for call in calls:
       name = f"{impl} {call.step}"
@@ -162,9 +223,9 @@ def torch_rows(build: Callable[[], list[TorchCall]], compile_modes: Sequence[boo
 
       def run(fn=fn, training=call.training):
         grad = contextlib.nullcontext() if training else torch.no_grad()
-        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
+        cast = (torch.autocast(device, dtype=torch.bfloat16) if dtype == "bfloat16"
                 else contextlib.nullcontext())
-        with grad, cast:
+        with grad, cast, torch.device(device):
           out = fn()
         return out
 
@@ -176,8 +237,7 @@ def torch_rows(build: Callable[[], list[TorchCall]], compile_modes: Sequence[boo
         failed = f"failed: {type(e).__name__}"
         rows.append(Row(name, float("nan"), failed))
         continue
-      rows.append(Row(name, median_rate(run, lambda: None, batch=call.batch, **timing),
-                      call.note))
+      rows.append(Row(name, median_rate(run, sync, batch=call.batch, **timing), call.note))
   return rows
 
 
@@ -229,15 +289,47 @@ def format_table(rows: list[Row], reference: str = "torch eager") -> str:
   return "\n".join(lines)
 
 
-def flops_lines(rows: list[Row], peak: float) -> list[str]:
-  """`- JAX <step>: GFLOP/step, MFU, time to first step` for every JAX row with FLOPs."""
+# Dense bfloat16 peak FLOP/s per chip from the vendors' data sheets (no sparsity), by a
+# substring of `jax.devices()[0].device_kind`; the first match wins.
+SPEC_BF16_PEAK = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12),
+                  ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5", 197e12),
+                  ("TPU v4", 275e12))
+
+
+def spec_peak(device_kind: str | None = None) -> tuple[float, str]:
+  """(the chip's dense bf16 peak FLOP/s, its name), or (NaN, kind) when not in the table."""
+  kind = jax.devices()[0].device_kind if device_kind is None else device_kind
+  for name, peak in SPEC_BF16_PEAK:
+    if name.lower() in kind.lower():
+      return peak, name
+  return float("nan"), kind
+
+
+def mfu(flops_per_step: float, images_per_sec: float, batch: int, peak: float) -> float:
+  """Model FLOPs utilisation: FLOPs per step x steps per second / peak FLOP/s."""
+  return flops_per_step * images_per_sec / max(batch, 1) / peak
+
+
+def flops_lines(rows: list[Row], peak: float, spec: float = float("nan")) -> list[str]:
+  """`- JAX <step>: GFLOP/step, MFU, time to first step` for every JAX row with FLOPs:
+  analytic FLOPs (`model_flops`) against the measured matmul `peak` and the chip's `spec`
+  peak where known; XLA's count beside them as hardware FLOPs."""
   out = []
   for r in rows:
-    if r.impl != "jax" or not math.isfinite(r.flops):
+    if r.impl != "jax" or not (math.isfinite(r.flops) or math.isfinite(r.model_flops)):
       continue
-    mfu = r.flops * r.images_per_sec / max(r.batch, 1) / peak
+    parts = []
+    if math.isfinite(r.model_flops):
+      on_spec = (f", {100 * mfu(r.model_flops, r.images_per_sec, r.batch, spec):.1f}% of the "
+                 "chip's bf16 spec" if math.isfinite(spec) else "")
+      parts.append(f"{r.model_flops / 1e9:.3f} model GFLOP/step (matmuls + convs), MFU "
+                   f"{100 * mfu(r.model_flops, r.images_per_sec, r.batch, peak):.1f}% of the "
+                   f"measured matmul peak{on_spec}")
+    if math.isfinite(r.flops):
+      parts.append(f"{r.flops / 1e9:.3f} GFLOP/step by XLA's cost analysis "
+                   f"({100 * mfu(r.flops, r.images_per_sec, r.batch, peak):.1f}% hardware "
+                   "utilisation)")
     first = (f"; time to first step (init + compile): {r.compile_s:.1f} s"
              if math.isfinite(r.compile_s) else "")
-    out.append(f"- JAX {r.step}: {r.flops / 1e9:.3f} GFLOP/step of {r.batch} images "
-               f"(XLA cost analysis), MFU {100 * mfu:.1f}%{first}")
+    out.append(f"- JAX {r.step} ({r.batch} images): " + "; ".join(parts) + first)
   return out

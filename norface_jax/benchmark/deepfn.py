@@ -82,17 +82,17 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   n_x, rng = jnp.int32(FRAMES), jax.random.key(0)
   t0 = time.perf_counter()
   state = jax.jit(trainer.init, static_argnums=(1,))(jax.random.key(1), size)
-  compiled = jax.jit(trainer.step, donate_argnums=(0,)).lower(
-      state, images_x, n_x, images_y, rng).compile()
+  compiled, flops = common.compile_traced(jax.jit(trainer.step, donate_argnums=(0,)),
+                                          state, images_x, n_x, images_y, rng)
   compile_s = time.perf_counter() - t0
   args = (images_x, n_x, images_y, rng)
   rate, state = common.time_jax_train(compiled, state, args, batch=2 * batch, **opts.timing())
   x = images_x[:batch]
-  norm = jax.jit(lambda p, x: trainer.model.apply(
-      {"params": p}, x, method=ae_lib.AutoEncoder.normalize)).lower(state.params, x).compile()
+  norm, norm_flops = common.compile_traced(jax.jit(lambda p, x: trainer.model.apply(
+      {"params": p}, x, method=ae_lib.AutoEncoder.normalize)), state.params, x)
   norm_rate = common.time_jax_call(norm, (state.params, x), batch=batch, **opts.timing())
-  rows = [common.jax_row("jax AE train", rate, compiled, 2 * batch, compile_s),
-          common.jax_row("jax AE inference", norm_rate, norm, batch)]
+  rows = [common.jax_row("jax AE train", rate, compiled, 2 * batch, compile_s, model_flops=flops),
+          common.jax_row("jax AE inference", norm_rate, norm, batch, model_flops=norm_flops)]
 
   lenet = classify.make_trainer(config.lenet, NUM_AUS)
   lx, ly = _lenet_batch(config)
@@ -100,7 +100,7 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   params = lenet.model.init(jax.random.key(2), jnp.zeros((1, LENET_SIZE, LENET_SIZE, 1)))["params"]
   opt_state = lenet.tx.init(params)
   step_fn = classify._step_fn(lenet)  # pylint: disable=protected-access
-  step = step_fn.lower(params, opt_state, lx, ly).compile()
+  step, step_flops = common.compile_traced(step_fn, params, opt_state, lx, ly)
   compile_s = time.perf_counter() - t0
 
   def lenet_step(state, x, y):
@@ -111,10 +111,11 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   rate, (params, _) = common.time_jax_train(lenet_step, (params, opt_state), (lx, ly), batch=lb,
                                             **opts.timing())
   predict_fn = classify._predict_fn(lenet)  # pylint: disable=protected-access
-  predict = predict_fn.lower(params, lx).compile()
+  predict, pred_flops = common.compile_traced(predict_fn, params, lx)
   pred_rate = common.time_jax_call(predict, (params, lx), batch=lb, **opts.timing())
-  rows += [common.jax_row("jax LeNet train", rate, step, lb, compile_s),
-           common.jax_row("jax LeNet inference", pred_rate, predict, lb)]
+  rows += [common.jax_row("jax LeNet train", rate, step, lb, compile_s, model_flops=step_flops),
+           common.jax_row("jax LeNet inference", pred_rate, predict, lb,
+                          model_flops=pred_flops)]
   return rows
 
 

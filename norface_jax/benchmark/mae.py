@@ -31,7 +31,7 @@ from norface_jax.benchmark import common
 from norface_jax.data import images as images_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax.training import mae as mae_train
-from norface_jax.training import sharding
+from norface_jax.training import loop, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS = {"variant": "mu/8", "image_size": 64, "batch": 32}  # configs/mae_pretrain.py:runlocal
@@ -77,20 +77,20 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   t0 = time.perf_counter()
   state = jax.jit(lambda r: nn.unbox(setup.init_fn(r)), out_shardings=setup.state_shardings)(
       setup.init_rng)
-  step_fn = jax.jit(mae_train.make_train_step(setup.model, config, setup.tx),
-                    in_shardings=(setup.state_shardings, bs, repl),
-                    out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
-  compiled = step_fn.lower(state, data, setup.step_rng).compile()
+  step_fn = loop.jit_train_step(config, setup.mesh, setup.state_shardings,
+                                mae_train.make_train_step(setup.model, config, setup.tx), 0)
+  compiled, flops = common.compile_traced(step_fn, state, data, setup.step_rng)
   compile_s = time.perf_counter() - t0
   train_rate, state = common.time_jax_train(compiled, state, (data, setup.step_rng), batch=batch,
                                             **opts.timing())
   eval_fn = jax.jit(mae_train.make_eval_step(setup.model, config),
                     in_shardings=(setup.state_shardings.params, bs), out_shardings=repl)
-  eval_compiled = eval_fn.lower(state.params, data).compile()
+  eval_compiled, eval_flops = common.compile_traced(eval_fn, state.params, data)
   infer_rate = common.time_jax_call(eval_compiled, (state.params, data), batch=batch,
                                     **opts.timing())
-  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s),
-          common.jax_row("jax inference", infer_rate, eval_compiled, batch)]
+  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s, model_flops=flops),
+          common.jax_row("jax inference", infer_rate, eval_compiled, batch,
+                         model_flops=eval_flops)]
 
 
 def torch_calls(config: Any, opts: common.Options) -> list[common.TorchCall]:

@@ -45,7 +45,7 @@ from norface_jax.models import perception as perception_lib
 from norface_jax.models import vit as vit_lib
 from norface_jax.models import normalizer as normalizer_lib
 from norface_jax.training import perception_nets as perception_nets_lib
-from norface_jax.training import sharding, stage1, stage1_config
+from norface_jax.training import loop, sharding, stage1, stage1_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULTS = {"variant": "mu/8", "image_size": 64, "batch": 16}  # The CPU stage-1 size.
@@ -129,12 +129,11 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   t0 = time.perf_counter()
   state = jax.jit(lambda r: nn.unbox(setup.init_fn(r)), out_shardings=setup.state_shardings)(
       setup.init_rng)
-  step_fn = jax.jit(
+  step_fn = loop.jit_train_step(
+      config, mesh, setup.state_shardings,
       stage1.make_train_step(setup.gen, setup.disc, perception.functions(), config, setup.g_tx,
-                             setup.d_tx),
-      in_shardings=(setup.state_shardings, bs, repl, repl),
-      out_shardings=(setup.state_shardings, repl), donate_argnums=(0,))
-  compiled = step_fn.lower(state, data, setup.step_rng, pv).compile()
+                             setup.d_tx), 1)
+  compiled, flops = common.compile_traced(step_fn, state, data, setup.step_rng, pv)
   compile_s = time.perf_counter() - t0
   # The PyTorch twin starts from these weights and checks its losses against step 0's.
   initial = jax.device_get(state)
@@ -145,11 +144,13 @@ def jax_rows(config: Any, opts: common.Options) -> list[common.Row]:
   target = jax.device_put(_batch(config, 1)[0], repl)
   infer_fn = jax.jit(lambda p, t, x: normalizer_lib.normalize_uint8(setup.gen, p, t, x),
                      in_shardings=(setup.state_shardings.g_params, repl, bs), out_shardings=bs)
-  infer_compiled = infer_fn.lower(state.g_params, target, data["image"]).compile()
+  infer_compiled, infer_flops = common.compile_traced(infer_fn, state.g_params, target,
+                                                      data["image"])
   infer_rate = common.time_jax_call(infer_compiled, (state.g_params, target, data["image"]),
                                     batch=batch, **opts.timing())
-  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s),
-          common.jax_row("jax inference", infer_rate, infer_compiled, batch)]
+  return [common.jax_row("jax train", train_rate, compiled, batch, compile_s, model_flops=flops),
+          common.jax_row("jax inference", infer_rate, infer_compiled, batch,
+                         model_flops=infer_flops)]
 
 
 # ----------------------------------------------------------------------------------------
