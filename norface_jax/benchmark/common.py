@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -98,9 +99,43 @@ def time_jax_train(compiled, state: Any, args: Sequence[Any], *, batch: int,
   def step():
     holder["state"], _ = compiled(holder["state"], *args)
 
-  rate = median_rate(step, lambda: jax.block_until_ready(holder["state"]), batch=batch,
-                     **timing)
+  sync = lambda: jax.block_until_ready(holder["state"])  # noqa: E731
+  rate = median_rate(step, sync, batch=batch, **timing)
+  if PROFILE["steps"]:
+    PROFILE["out"].append(profile_ops(compiled, step, sync, PROFILE["steps"]))
   return rate, holder["state"]
+
+
+# `benchmark/profile.py` sets "steps" > 0: every timed JAX train step is then also run
+# that many times under the profiler and its per-op times are appended to "out".
+PROFILE: dict[str, Any] = {"steps": 0, "out": []}
+
+
+def profile_ops(compiled, step: Callable[[], None], sync: Callable[[], None],
+                steps: int) -> dict[str, Any]:
+  """{"ops": {HLO instruction: seconds per step}, "hlo": the program's text} from a
+  profiler trace of `steps` calls of `step` (XLA:CPU records one event per thunk)."""
+  import collections
+  import glob
+  import gzip
+  import json
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    jax.profiler.start_trace(d)
+    for _ in range(steps):
+      step()
+    sync()
+    jax.profiler.stop_trace()
+    path = sorted(glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True))[-1]
+    with gzip.open(path) as f:
+      events = json.load(f)["traceEvents"]
+  hlo = compiled.as_text()
+  names = set(re.findall(r"^\s*(?:ROOT )?%?([\w.\-]+) = ", hlo, re.M))
+  ops = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in names:
+      ops[e["name"]] += e.get("dur", 0.0) * 1e-6 / steps
+  return {"ops": dict(ops), "hlo": hlo}
 
 
 def time_jax_call(compiled, args: Sequence[Any], *, batch: int, **timing) -> float:
