@@ -30,6 +30,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -69,6 +70,35 @@ def _pin_worker(cores: Any) -> None:
     pass
 
 
+class JobProgress:
+  """One progress line for a batch of jobs: count, elapsed time and ETA. On a terminal it
+  is redrawn in place; elsewhere (a log file) it is logged at each quarter done."""
+
+  def __init__(self, total: int, name: str):
+    self.total, self.name, self.count = total, name, 0
+    self.t0 = time.perf_counter()
+    self._tty = sys.stderr.isatty()
+
+  def done(self, job: str) -> None:
+    before = 4 * self.count // max(self.total, 1)
+    self.count += 1
+    elapsed = time.perf_counter() - self.t0
+    eta = elapsed / self.count * (self.total - self.count)
+    filled = 20 * self.count // max(self.total, 1)
+    line = (f"{self.name} [{'#' * filled}{'.' * (20 - filled)}] {self.count}/{self.total} | "
+            f"{elapsed / 60:.1f} min | ETA {eta / 60:.1f} min | last: {job}")
+    if self._tty:
+      sys.stderr.write("\r" + line.ljust(110))
+      sys.stderr.flush()
+    elif 4 * self.count // max(self.total, 1) > before:
+      logging.info("%s", line)
+
+  def close(self) -> None:
+    if self._tty and self.count:
+      sys.stderr.write("\n")
+      sys.stderr.flush()
+
+
 class Pipeline:
   """Runs the steps in order, skipping those whose `done.json` exists."""
 
@@ -89,7 +119,7 @@ class Pipeline:
         logging.info("[pipeline] %s: done already, skipping.", name)
       with open(done) as f:
         return json.load(f)
-    logging.info("[pipeline] %s: starting (%.0fs elapsed).", name, time.perf_counter() - self.t0)
+    logging.debug("[pipeline] %s: starting (%.0fs elapsed).", name, time.perf_counter() - self.t0)
     t = time.perf_counter()
     result = fn()
     result = {k: v for k, v in result.items() if isinstance(v, (int, float, str, list, dict))}
@@ -97,16 +127,21 @@ class Pipeline:
     os.makedirs(self.path(name), exist_ok=True)
     with open(done, "w") as f:
       json.dump(result, f, indent=1)
-    logging.info("[pipeline] %s: done in %.0fs.", name, result["seconds"])
+    if not quiet:
+      logging.info("[pipeline] %s: done in %.0fs (%.0fs elapsed).", name, result["seconds"],
+                   time.perf_counter() - self.t0)
     return result
 
   def jobs(self, jobs: list[tuple[str, str, tuple]]) -> dict[str, dict[str, Any]]:
-    """Runs (step name, method, args) jobs, in `config.workers` processes when > 1."""
+    """Runs (step name, method, args) jobs, in `config.workers` processes when > 1. The
+    jobs' own log lines stay below WARNING; one progress line counts them."""
     todo = [j for j in jobs if not os.path.exists(self.path(j[0], "done.json"))]
     workers = min(int(self.c.get("workers", 1)), len(todo))
+    if todo:
+      logging.info("[pipeline] %d jobs (stage-2 runs and probes) in %d process(es); %d done "
+                   "already.", len(todo), max(workers, 1), len(jobs) - len(todo))
+    progress = JobProgress(len(todo), "[pipeline] jobs")
     if workers > 1:
-      logging.info("[pipeline] %d jobs in %d worker processes (%d done already).", len(todo),
-                   workers, len(jobs) - len(todo))
       ctx = multiprocessing.get_context("spawn")
       with ctx.Manager() as manager:
         cores = manager.Queue()
@@ -117,13 +152,21 @@ class Pipeline:
                                                     initargs=(cores,)) as pool:
           futures = {pool.submit(_run_job, self.c.to_dict(), self.workdir, *j): j[0]
                      for j in todo}
-          for i, fut in enumerate(concurrent.futures.as_completed(futures)):
+          for fut in concurrent.futures.as_completed(futures):
             fut.result()  # A failed job stops the pipeline with its error.
-            logging.info("[pipeline] %s done (%d/%d, %.0fs elapsed).", futures[fut], i + 1,
-                         len(todo), time.perf_counter() - self.t0)
-    # Jobs the workers just finished are read back without a "skipping" line each.
-    return {name: self.step(name, lambda m=method, a=args: getattr(self, m)(*a),
-                            quiet=workers > 1)
+            progress.done(futures[fut])
+    else:
+      verbosity = logging.get_verbosity()
+      for name, method, args in todo:
+        logging.set_verbosity(logging.WARNING)
+        try:
+          self.step(name, lambda m=method, a=args: getattr(self, m)(*a), quiet=True)
+        finally:
+          logging.set_verbosity(verbosity)
+        progress.done(name)
+    progress.close()
+    # Every job's result, read back from its done.json.
+    return {name: self.step(name, lambda m=method, a=args: getattr(self, m)(*a), quiet=True)
             for name, method, args in jobs}
 
   # --- the steps -----------------------------------------------------------------------

@@ -316,7 +316,8 @@ def format_table(rows: list[Row], reference: str = "torch eager") -> str:
   for r in rows:
     ref, impl = ref_rate(r.step)
     ratio = r.images_per_sec / ref if np.isfinite(ref) and np.isfinite(r.images_per_sec) else None
-    rate = f"{r.images_per_sec:.1f}" if np.isfinite(r.images_per_sec) else "n/a"
+    rate = "n/a" if not np.isfinite(r.images_per_sec) else (
+        f"{r.images_per_sec:.1f}" if r.images_per_sec >= 10 else f"{r.images_per_sec:.3f}")
     ratio_s = "n/a" if ratio is None else f"{ratio:.2f}x"
     if ratio is not None and impl != reference:
       ratio_s += " (vs jax)"

@@ -20,7 +20,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | Non
   stage = config.get("stage", "cla")
   if stage not in TRAINERS:
     raise ValueError(f"config.stage={stage!r}: known stages are {sorted(TRAINERS)}")
-  logging.info("JAX %s: %d process(es), %d %s device(s).", jax.__version__, jax.process_count(),
-               jax.device_count(), jax.devices()[0].platform)
+  logging.log_first_n(logging.INFO, "JAX %s: %d process(es), %d %s device(s).", 1,
+                      jax.__version__, jax.process_count(), jax.device_count(),
+                      jax.devices()[0].platform)
   module = importlib.import_module(f"norface_jax.training.{TRAINERS[stage]}")
   return module.train_and_evaluate(config, workdir, stop_at=stop_at, on_step=on_step)

@@ -154,7 +154,7 @@ def load(perception_dir: str) -> perception.PerceptionNets:
                           jax.eval_shape(init_fn, jax.random.key(0)))
   state, step = checkpointing.restore_state_only(
       os.path.join(perception_dir, "checkpoints"), abstract)
-  logging.info("Loaded perception networks of step %d from %s.", step, perception_dir)
+  logging.debug("Loaded perception networks of step %d from %s.", step, perception_dir)
   variables = {name: {"params": state.params[name]} for name in modules}
   for name, stats in state.batch_stats.items():
     variables[name]["batch_stats"] = stats
