@@ -3,7 +3,8 @@
   taskset -c 1 python -m norface_jax.benchmark.cpu_flags --models=cla,nor --threads=1
 
 Each setting runs `launch/benchmark.py --model=M --notorch` in a fresh process (XLA reads
-its flags once, at start) with `XLA_FLAGS` = the base flags + the setting, and the
+its flags once, at start) with `XLA_FLAGS` = the base flags + the setting (and without
+the project's own defaults, `norface_jax.xla_cpu`, so "default" is XLA's), and the
 table gives each setting's JAX train images/s and its ratio to the default's, the rows
 of one model measured one after another in one run. Pin the command to idle cores: the
 subprocesses inherit the pinning.
@@ -51,6 +52,7 @@ def base_flags(threads: int) -> str:
 
 def train_rate(model: str, extra: str, threads: int, windows: int) -> float:
   env = dict(os.environ, XLA_FLAGS=f"{base_flags(threads)} {extra}".strip(),
+             NORFACE_XLA_CPU_DEFAULTS="0",  # "default" is XLA's, not norface_jax.xla_cpu's.
              JAX_PLATFORMS="cpu", OMP_NUM_THREADS=str(threads),
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   cmd = [sys.executable, os.path.join(ROOT, "launch", "benchmark.py"), f"--model={model}",
