@@ -92,6 +92,40 @@ def test_sigterm_exits_0_with_a_checkpoint(tmp_path):
   assert logged <= stopped
 
 
+_PREEMPTED_PAIR = """
+import os, signal, sys, time
+from norface_jax.training import multihost
+pid = int(sys.argv[2])
+multihost.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=pid)
+guard = multihost.PreemptionGuard()
+for step in range(1, 2000):
+  time.sleep(0.01)
+  if pid == 1 and step == 10:
+    os.kill(os.getpid(), signal.SIGTERM)  # A preemption notice to one process only.
+  if guard.should_stop(step):
+    print("stopped at", step, flush=True)
+    break
+guard.close()
+"""
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path):
+  """With several processes the guard defers to JAX's preemption service: the notice one
+  process gets reaches the other, and both stop at the same step (no all-gather)."""
+  port = _free_port()
+  logs = [open(tmp_path / f"p{i}.log", "w") for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-c", _PREEMPTED_PAIR, f"127.0.0.1:{port}", str(i)],
+                            cwd=ROOT, env=_env(1), stdout=logs[i], stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  wait_all(procs, [str(tmp_path / f"p{i}.log") for i in range(2)], timeout=120)
+  stops = []
+  for i in range(2):
+    text = (tmp_path / f"p{i}.log").read_text()
+    assert "stopped at" in text, text[-2000:]
+    stops.append(int(text.split("stopped at")[1].split()[0]))
+  assert stops[0] == stops[1] > 10, stops
+
+
 def test_kill_9_leaves_last_complete_checkpoint(tmp_path):
   workdir = str(tmp_path / "k")
   proc = subprocess.Popen(

@@ -83,12 +83,35 @@ def test_remat_same_output(scan):
   x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
   base = vit_lib.ViT("mu/8", scan=scan)
   params = _init(base, x)
-  rem = vit_lib.ViT("mu/8", scan=scan, remat=True)
-  np.testing.assert_allclose(base.apply(params, x, train=False),
-                             rem.apply(params, x, train=False), atol=1e-6)
   g = lambda m: jax.jit(jax.grad(lambda p: m.apply(p, x, train=True).sum()))(params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-               g(base), g(rem))
+  for policy in ("", "dots_with_no_batch_dims_saveable"):
+    rem = vit_lib.ViT("mu/8", scan=scan, remat=True, remat_policy=policy)
+    np.testing.assert_allclose(base.apply(params, x, train=False),
+                               rem.apply(params, x, train=False), atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+                 g(base), g(rem))
+  # The policy reaches the program: a saveable-dots policy recomputes fewer matmuls.
+  n_dots = lambda m: str(jax.make_jaxpr(jax.grad(  # noqa: E731
+      lambda p: m.apply(p, x, train=True).sum()))(params)).count("dot_general")
+  assert (n_dots(vit_lib.ViT("mu/8", scan=scan, remat=True,
+                             remat_policy="dots_with_no_batch_dims_saveable"))
+          < n_dots(vit_lib.ViT("mu/8", scan=scan, remat=True)))
+  with pytest.raises(ValueError, match="no_such_policy"):
+    vit_lib.ViT("mu/8", remat=True, remat_policy="no_such_policy").init(
+        jax.random.key(0), x, train=False)
+
+
+def test_attention_implementation_by_config():
+  assert vit_lib.attention_implementation("auto", jnp.bfloat16) == (
+      "cudnn" if jax.default_backend() == "gpu" else "xla")
+  assert vit_lib.attention_implementation("auto", jnp.float32) == "xla"
+  assert vit_lib.attention_implementation("cudnn", jnp.float32) == "cudnn"
+  with pytest.raises(ValueError, match="flash"):
+    vit_lib.attention_implementation("flash", jnp.float32)
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  params = _init(vit_lib.ViT("mu/8"), x)
+  np.testing.assert_array_equal(vit_lib.ViT("mu/8", attention="xla").apply(params, x, train=False),
+                                vit_lib.ViT("mu/8").apply(params, x, train=False))
 
 
 def test_bf16_compute_f32_params():
