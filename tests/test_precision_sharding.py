@@ -109,3 +109,18 @@ def test_full_size_configs_compute_in_bf16_runlocal_in_float32(spec):
   assert load("").dtype == "bfloat16"
   assert load("runlocal").dtype == "float32"
   assert load("dtype=float32").dtype == "float32"
+
+
+def test_constrain_pins_what_the_mesh_divides_and_nothing_outside_a_step():
+  from norface_jax.models import activation_sharding as act
+  mesh = sharding.make_mesh((("data", -1), ("fsdp", 2), ("model", 2)))
+  rules = [("act_batch", ("data", "fsdp")), ("act_heads", "model")]
+  f = jax.jit(act.traced_with_rules(lambda x: act.constrain(2 * x, ("act_batch", "act_heads")),
+                                    mesh, rules))
+  spec = jax.sharding.PartitionSpec
+  assert f(jnp.ones((4, 6))).sharding.spec == spec(("data", "fsdp"), "model")
+  assert f(jnp.ones((3, 6))).sharding.spec == spec(None, "model")  # 3 rows over 4 shards.
+  x = jnp.ones((4, 6))
+  assert act.constrain(x, ("act_batch", "act_heads")) is x  # No rules active: untouched.
+  with pytest.raises(ValueError, match="2 axis names"), act.rules(mesh, rules):
+    act.constrain(jnp.ones((2, 3, 4)), ("act_batch", "act_heads"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -65,9 +66,12 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   spec = list(nn.logical_to_mesh_axes(tuple(names), logical_axis_rules))
   spec += [None] * (x.ndim - len(spec))
   for i, axes in enumerate(spec):  # An axis the mesh does not divide stays unsharded.
-    size = 1
-    for a in (axes if isinstance(axes, tuple) else (axes,)) if axes is not None else ():
-      size *= mesh.shape[a]
-    if x.shape[i] % size:
+    if x.shape[i] % _mesh_size(mesh, axes):
       spec[i] = None
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+
+def _mesh_size(mesh, axes) -> int:
+  """How many shards the mesh axes `axes` (None, a name or a tuple of names) make."""
+  names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+  return math.prod(mesh.shape[a] for a in names)
