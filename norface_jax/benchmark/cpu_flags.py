@@ -38,10 +38,6 @@ SIZES = {"cla": ["--variant=S/16", "--image_size=224", "--batch=8"],
          "mae": ["--variant=S/16", "--image_size=224", "--batch=8"],
          "deepfn": []}
 
-_MODELS = flags.DEFINE_list("models", ["cla", "nor"], "Which benchmark models.")
-_SETTINGS = flags.DEFINE_list("settings", list(SETTINGS), "Which settings (names above).")
-_THREADS = flags.DEFINE_integer("threads", 1, "Intra-op threads (XLA:CPU's Eigen pool).")
-_WINDOWS = flags.DEFINE_integer("windows", 3, "Timed windows per setting.")
 
 
 def base_flags(threads: int) -> str:
@@ -82,4 +78,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: benchmark/cpu_table.py imports this module's helpers.
+  _MODELS = flags.DEFINE_list("models", ["cla", "nor"], "Which benchmark models.")
+  _SETTINGS = flags.DEFINE_list("settings", list(SETTINGS), "Which settings (names above).")
+  _THREADS = flags.DEFINE_integer("threads", 1, "Intra-op threads (XLA:CPU's Eigen pool).")
+  _WINDOWS = flags.DEFINE_integer("windows", 3, "Timed windows per setting.")
   app.run(main)
