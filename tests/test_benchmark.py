@@ -137,3 +137,14 @@ def test_stage1_twin_ramps_adv_like_jax():
   twin.step = 0
   twin.train_step((x_o * 255).to(torch.uint8))
   assert twin.step == 1
+
+
+def test_every_benchmark_module_imports():
+  """The scripts under norface_jax/benchmark/ run from the command line only, so an
+  import that a refactor broke shows here first."""
+  import importlib
+  import pkgutil
+
+  from norface_jax import benchmark
+  for mod in pkgutil.iter_modules(benchmark.__path__):
+    importlib.import_module(f"norface_jax.benchmark.{mod.name}")

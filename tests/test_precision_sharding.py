@@ -29,13 +29,15 @@ def _config(name, extra):
                               + ":synthetic,runlocal,perception_dir=random"
                               + ("," + extra if extra else ""))
     c.model.decoder_channels = (16, 8, 8)
-  c.data.image_size = 64 if name == "stage2" else 32
+    c.model.disc_channels, c.model.disc_scales = (8, 16), 1
+  c.data.image_size = 32
   c.input.batch_size = BATCH
   return c
 
 
-def _step(name, config):
-  """(jitted step, initial state, global batch, step args) of one stage."""
+def _step(name, config, perception=None):
+  """(jitted step, initial state, global batch, step rng, step args) of one stage;
+  `perception`: stage 1's loss networks (built once per stage, whatever the mesh)."""
   rng = np.random.default_rng(0)
   size = config.data.image_size
   images = lambda: rng.integers(0, 256, (BATCH, size, size, 3), dtype=np.uint8)  # noqa: E731
@@ -48,7 +50,6 @@ def _step(name, config):
     args = (None,)
   else:
     setup = stage1.Setup(config)
-    perception = stage1.load_perception(config)
     step = stage1.make_train_step(setup.gen, setup.disc, perception.functions(), config,
                                   setup.g_tx, setup.d_tx)
     batch = {"image": images()}
@@ -62,12 +63,14 @@ def _step(name, config):
 @pytest.fixture(scope="module", params=["stage2", "stage1"])
 def runs(request):
   name = request.param
+  perception = stage1.load_perception(_config(name, "")) if name == "stage1" else None
   out = {}
   for run, extra in RUNS.items():
     config = _config(name, extra)
-    jitted, state, batch, rng, args = _step(name, config)
-    hlo = jitted.lower(state, batch, rng, *args).as_text()
-    new_state, metrics = jitted(state, batch, rng, *args)
+    jitted, state, batch, rng, args = _step(name, config, perception)
+    lowered = jitted.lower(state, batch, rng, *args)
+    hlo = lowered.as_text()
+    new_state, metrics = lowered.compile()(state, batch, rng, *args)
     out[run] = dict(config=config, state=new_state, loss=float(metrics["training_loss"]),
                     hlo=hlo, shardings=jax.tree.map(lambda a: a.sharding.spec, new_state))
   return name, out

@@ -4,7 +4,7 @@
 
 Without --data_dir it writes a SynthFACS fixture in the dataset's raw layout at
 `--size`, prepares it in a temporary folder and reads that. For each worker count it
-times `pipeline.train_loader` batches (JPEG decode + resize on the host) and the same
+times `data.loader.train_loader` batches (JPEG decode + resize on the host) and the same
 batches through the jitted augmentation of the trainer (flip, random resized crop,
 colour jitter) on the default JAX device.
 """
@@ -18,7 +18,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from norface_jax.data import augment, pipeline, prepared
+from norface_jax.data import augment, loader as data_loader, prepared
 from norface_jax.data.synthfacs import writer
 
 _DATASET = flags.DEFINE_enum("dataset", "affectnet", list(prepared.DATASETS), "Dataset.")
@@ -32,7 +32,7 @@ _SUBJECTS = flags.DEFINE_integer("subjects", 64, "Fixture identities.")
 
 def time_loader(source, workers: int, batch: int, batches: int, aug_fn=None) -> float:
   """Images/s over `batches` batches after two warm-up batches."""
-  loader = pipeline.train_loader(source, batch_size=batch, seed=0, keys=("image",),
+  loader = data_loader.train_loader(source, batch_size=batch, seed=0, keys=("image",),
                                  worker_count=workers, prefetch=2)
   it = iter(loader)
   rng = jax.random.PRNGKey(0)
