@@ -86,14 +86,7 @@ class MaskedViT(vit_lib.ViT):
     b, h, w, _ = images_bhwc.shape
     if h % p or w % p:
       raise ValueError(f"Image size {(h, w)} not divisible by patch {p}.")
-    x = nn.Conv(
-        d, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=nn.with_logical_partitioning(
-            vit_lib._xavier_conv, (None, None, None, "embed")),  # pylint: disable=protected-access
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        name="patch_embed")(images_bhwc.astype(self.dtype))
-    x = x.reshape(b, -1, d)
+    x = vit_lib.PatchEmbed(p, d, self.dtype, self.param_dtype, name="patch_embed")(images_bhwc)
     pos = jnp.asarray(vit_lib.get_2d_sincos_pos_embed(d, (h // p, w // p)), x.dtype)
     x = x + pos[None, 1:]
     if ids_keep is not None:

@@ -198,6 +198,31 @@ _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros
 
 
+class PatchEmbed(nn.Module):
+  """timm's strided P x P patch convolution, computed as a reshape into (B, N, P*P*C)
+  patches and one matmul with the (P, P, C, D) kernel: the same tokens in row-major (h,
+  w) order, and 5-7x faster forward + backward than the convolution on XLA:CPU
+  (`python -m norface_jax.benchmark.patch_embed`). Parameters as `nn.Conv`'s:
+  `kernel` (P, P, C, D), `bias` (D,)."""
+  patch: int
+  width: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_bhwc: jax.Array) -> jax.Array:
+    b, h, w, c = images_bhwc.shape
+    p = self.patch
+    kernel = self.param("kernel", nn.with_logical_partitioning(
+        _xavier_conv, (None, None, None, "embed")), (p, p, c, self.width), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(_zeros, ("embed",)),
+                      (self.width,), self.param_dtype)
+    x = images_bhwc.astype(self.dtype).reshape(b, h // p, p, w // p, p, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
+    y = x @ kernel.astype(self.dtype).reshape(p * p * c, self.width)
+    return y + bias.astype(self.dtype)
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with a fused q/k/v projection (timm order).
 
@@ -327,14 +352,7 @@ class ViT(nn.Module):
     b, h, w, _ = images_bhwc.shape
     if h % p or w % p:
       raise ValueError(f"Image size {(h, w)} not divisible by patch {p}.")
-    x = nn.Conv(
-        d, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=nn.with_logical_partitioning(
-            _xavier_conv, (None, None, None, "embed")),
-        bias_init=nn.with_logical_partitioning(_zeros, ("embed",)),
-        name="patch_embed")(images_bhwc.astype(self.dtype))
-    x = x.reshape(b, -1, d)  # row-major (h, w) patches, as timm's flatten(2)
+    x = PatchEmbed(p, d, self.dtype, self.param_dtype, name="patch_embed")(images_bhwc)
     cls = self.param("cls", nn.with_logical_partitioning(
         nn.initializers.normal(0.02), (None, None, "embed")),
                      (1, 1, d), self.param_dtype)
