@@ -81,17 +81,18 @@ def torch_device_note() -> str:
           "CPU wheel): install a CUDA build of torch 2.13.0 for the twin rows")
 
 
-def largest_batch(opts: common.Options, max_batch: int) -> tuple[list[tuple[int, float]], float]:
+def largest_batch(opts: common.Options, max_batch: int,
+                  deadline: float = math.inf) -> tuple[list[tuple[int, float]], float]:
   """[(batch, bytes the compiled stage-2 step needs)] doubling from `opts.batch` while it
-  fits the device's `bytes_limit` (all the tried sizes when no limit is reported), and
-  the limit (NaN if none)."""
+  fits the device's `bytes_limit` (all the tried sizes when no limit is reported) and
+  `time.perf_counter()` is before `deadline`, and the limit (NaN if none)."""
   from norface_jax.benchmark import cla
   from norface_jax.training import loop, sharding, stage2
   stats = jax.devices()[0].memory_stats() or {}
   limit = float(stats.get("bytes_limit", float("nan")))
   tried = []
   batch = opts.batch
-  while batch <= max_batch:
+  while batch <= max_batch and time.perf_counter() < deadline:
     config = cla.make_config(dataclasses.replace(opts, batch=batch))
     setup = stage2.build(config, 1)
     size = config.data.image_size
@@ -189,11 +190,12 @@ def run_suite(settings: Settings, log: Callable[[str], None] = print) -> str:
   if left() > 0:
     log("[accelerator check] largest stage-2 batch")
     opts = _options(settings, parts[0][2])
-    tried, limit = largest_batch(opts, settings.max_batch)
+    tried, limit = largest_batch(opts, settings.max_batch,
+                                 deadline=t_start + settings.budget_s)
     sizes = ", ".join(f"batch {b}: {_bytes(n)}" for b, n in tried)
     if math.isfinite(limit):
-      verdict = (f"largest batch that fits: {tried[-1][0]}" if tried else
-                 f"batch {opts.batch} does not fit")
+      verdict = (f"largest batch that fits (of those tried in the budget): {tried[-1][0]}"
+                 if tried else f"batch {opts.batch} does not fit")
       out.append(f"- stage 2, {opts.variant} {opts.image_size} px {opts.dtype}: {verdict} "
                  f"(device limit {_bytes(limit)}; the compiled step needs {sizes})")
     else:
