@@ -192,7 +192,10 @@ def test_every_stage_two_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys(), name
     assert name == "perception" or any(k.startswith(("eval/", "val/")) for _, k in a), name
     for key in a:
-      assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (name, key)
+      # Evaluation statistics near zero (an ICC of 0.008 on a 4-step model) magnify the
+      # reduction order's float noise: absolute 1e-4 on them, relative 1e-4 on losses.
+      tol = 1e-6 if key[1] == "training_loss" else 1e-4
+      assert a[key] == pytest.approx(b[key], rel=1e-4, abs=tol), (name, key)
   listing = lambda d: sorted(os.path.relpath(os.path.join(r, f), d)  # noqa: E731
                              for r, _, fs in os.walk(d) for f in fs)
   files = listing(os.path.join(one, "normalized"))

@@ -15,7 +15,7 @@ MFU is the analytic FLOPs of the step (every matmul and convolution of its jaxpr
 forward and backward: `common.matmul_flops`) per second, against the chip's dense
 bf16 data-sheet peak (`common.SPEC_BF16_PEAK`) and against a bf16 matmul measured on the
 device. `--tiny` runs every part at test sizes (mu/8 ViTs, 32 px, batch 2, no
-torch.compile, 0 and 1 pipeline workers) on a CPU in a few minutes.
+torch.compile, the pipeline in-process) on a CPU in a few minutes.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Settings:
 
   @classmethod
   def make(cls, tiny: bool, **overrides) -> "Settings":
-    base = cls(tiny=True, budget_s=600.0, dtype="float32", torch_compile=False, workers=(0, 1),
+    base = cls(tiny=True, budget_s=600.0, dtype="float32", torch_compile=False, workers=(0,),
                max_batch=4) if tiny else cls()
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
