@@ -192,10 +192,14 @@ def test_every_stage_two_processes_match_one_process(tmp_path):
     assert a.keys() == b.keys(), name
     assert name == "perception" or any(k.startswith(("eval/", "val/")) for _, k in a), name
     for key in a:
-      # Evaluation statistics near zero (an ICC of 0.008 on a 4-step model) magnify the
-      # reduction order's float noise: absolute 1e-4 on them, relative 1e-4 on losses.
-      tol = 1e-6 if key[1] == "training_loss" else 1e-4
-      assert a[key] == pytest.approx(b[key], rel=1e-4, abs=tol), (name, key)
+      # Losses to 1e-4 relative. Evaluation statistics are computed on I_n rounded to
+      # uint8, from parameters held to 1e-3 above, so a pixel may round the other way
+      # (stage 1's expression MAE on I_n: 3.5e-4 apart between 1x8 and 2x4 devices):
+      # relative 1e-3, absolute 1e-4 for statistics near zero (an ICC of 0.008).
+      if key[1] == "training_loss":
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (name, key)
+      else:
+        assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), (name, key)
   listing = lambda d: sorted(os.path.relpath(os.path.join(r, f), d)  # noqa: E731
                              for r, _, fs in os.walk(d) for f in fs)
   files = listing(os.path.join(one, "normalized"))
