@@ -26,8 +26,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from norface_jax.benchmark import common, run
 
@@ -87,24 +85,14 @@ def largest_batch(opts: common.Options, max_batch: int,
   fits the device's `bytes_limit` (all the tried sizes when no limit is reported) and
   `time.perf_counter()` is before `deadline`, and the limit (NaN if none)."""
   from norface_jax.benchmark import cla
-  from norface_jax.training import loop, sharding, stage2
   stats = jax.devices()[0].memory_stats() or {}
   limit = float(stats.get("bytes_limit", float("nan")))
   tried = []
   batch = opts.batch
   while batch <= max_batch and time.perf_counter() < deadline:
     config = cla.make_config(dataclasses.replace(opts, batch=batch))
-    setup = stage2.build(config, 1)
-    size = config.data.image_size
-    bs = sharding.batch_sharding(setup.mesh)
-    spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=bs)  # noqa: E731
-    data = {"image": spec((batch, size, size, 3), jnp.uint8),
-            "image_norm": spec((batch, size, size, 3), jnp.uint8),
-            "emotion": spec((batch,), jnp.int32)}
-    step = loop.jit_train_step(config, setup.mesh, setup.state_shardings,
-                               stage2.make_train_step(setup.model, setup.task, config, setup.tx), 0)
     try:
-      mem = step.lower(setup.restore_target(), data, setup.step_rng).compile().memory_analysis()
+      mem = cla.compile_abstract(config, batch).memory_analysis()
     except Exception as e:  # Out of memory at compile time.
       if "RESOURCE_EXHAUSTED" in str(e) or "memory" in str(e).lower():
         break
