@@ -20,3 +20,5 @@ done
 # instead of compiling jax, flax and torch from source (about 5 s each where
 # PYTHONDONTWRITEBYTECODE is set).
 VIRTUAL_ENV=.venv $UV pip install -q --compile-bytecode "${links[@]}" -e ".[dev]"
+# MTCNN weights (detection/): --no-deps, its pins (torch<2.3, numpy<2, torchvision) clash.
+VIRTUAL_ENV=.venv $UV pip install -q --no-deps facenet-pytorch==2.6.0
