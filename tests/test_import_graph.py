@@ -3,7 +3,8 @@ Python would execute them): no cycle between modules or between folders, and the
 layers point one way:
 
   launch -> pipeline -> inference -> training -> evaluation -> models, losses, data
-  interop -> training;  benchmark -> training, torch_twins;  torch_twins: no JAX.
+  interop -> training;  benchmark -> training, torch_twins;  torch_twins: no JAX;
+  detection -> data (the data layer gets a face finder passed in, never imports one).
 """
 
 import ast
@@ -17,17 +18,19 @@ PKG = os.path.join(ROOT, "norface_jax")
 # Folder -> folders it must never import (directly or lazily).
 FORBIDDEN = {
     "models": {"training", "evaluation", "inference", "interop", "pipeline", "benchmark",
-               "deepfn", "data", "losses"},
+               "deepfn", "data", "losses", "detection"},
     "losses": {"training", "evaluation", "inference", "interop", "pipeline", "benchmark",
-               "deepfn", "data"},
+               "deepfn", "data", "detection"},
     "data": {"training", "evaluation", "inference", "interop", "pipeline", "benchmark",
-             "deepfn", "models", "losses"},
+             "deepfn", "models", "losses", "detection"},
+    "detection": {"training", "evaluation", "inference", "interop", "pipeline", "benchmark",
+                  "deepfn", "models", "losses"},
     "evaluation": {"training", "inference", "interop", "pipeline", "benchmark"},
     "training": {"inference", "interop", "pipeline", "benchmark"},
     "inference": {"pipeline", "benchmark"},
     "interop": {"pipeline", "benchmark", "inference"},
     "torch_twins": {"training", "evaluation", "inference", "interop", "pipeline", "benchmark",
-                    "models", "data", "losses", "deepfn"},
+                    "models", "data", "losses", "deepfn", "detection"},
 }
 
 
