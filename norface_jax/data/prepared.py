@@ -14,10 +14,12 @@ shard it per process and read it from worker processes.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ from norface_jax.data.images import load_image
 from norface_jax.data.readers import common
 
 VERSION = "1.0.0"
-DATASETS = ("bp4d", "bp4dplus", "disfa", "affectnet", "rafdb")
+DATASETS = ("bp4d", "bp4dplus", "disfa", "affectnet", "rafdb", "folder")
 AU_DATASETS = ("bp4d", "bp4dplus", "disfa")
 META_FILE = "prepared.json"
 
@@ -45,8 +47,10 @@ class PrepareOptions:
   align: 5-point similarity alignment where landmarks exist (AffectNet 68 points,
     RAF-DB original images' 5 points); otherwise the box (or the centred square).
   skip_bad: skip, count and report bad items instead of stopping at the first.
-  Reader options: fold_file, num_folds, fold_seed (BP4D+), list_file + label_file (BP4D
-  lists), frame_offset (DISFA), variant (RAF-DB aligned|original).
+  Reader options: fold_file, num_folds, fold_seed (BP4D+; the folder dataset, where
+  num_folds 0 is leave-one-subject-out), list_file + label_file (BP4D lists),
+  frame_offset (DISFA), variant (RAF-DB aligned|original), manifest (the folder dataset's
+  CSV, `readers/folder.py`).
   """
   image_size: int = 256
   margin: float = 0.1
@@ -61,6 +65,7 @@ class PrepareOptions:
   label_file: str = ""
   frame_offset: int = 0
   variant: str = "aligned"
+  manifest: str = ""
 
   def reader_options(self, dataset: str) -> dict[str, Any]:
     if dataset in ("bp4d", "bp4dplus"):
@@ -70,11 +75,20 @@ class PrepareOptions:
       return dict(fold_file=self.fold_file, frame_offset=self.frame_offset)
     if dataset == "rafdb":
       return dict(variant=self.variant)
+    if dataset == "folder":
+      return dict(manifest=self.manifest, num_folds=self.num_folds, fold_seed=self.fold_seed)
     return {}
 
 
 def config_name(dataset: str, options: PrepareOptions) -> str:
-  return options.variant if dataset == "rafdb" else "default"
+  """RAF-DB's image variant; a folder dataset's manifest name (`my_study.csv` ->
+  `my_study`); otherwise `default`."""
+  if dataset == "rafdb":
+    return options.variant
+  if dataset == "folder":
+    stem = os.path.splitext(os.path.basename(options.manifest or "manifest.csv"))[0]
+    return re.sub(r"[^a-z0-9_]", "_", stem.lower()) or "manifest"
+  return "default"
 
 
 def _label_sizes(dataset: str) -> tuple[int, int]:
@@ -83,8 +97,10 @@ def _label_sizes(dataset: str) -> tuple[int, int]:
   return len(labels.BP4D_DETECTION_AUS), len(labels.BP4D_INTENSITY_AUS)
 
 
-def features(dataset: str, image_format: str = "jpeg") -> tfds.features.FeaturesDict:
-  """The stored record of one face."""
+def features(dataset: str, image_format: str = "jpeg",
+             au_sizes: tuple[int, int] | None = None) -> tfds.features.FeaturesDict:
+  """The stored record of one face (`au_sizes`: the folder dataset's AU label sizes, or
+  None for its emotion labels)."""
   f = {
       "image": tfds.features.Image(shape=(None, None, 3), encoding_format=image_format),
       "path": tfds.features.Text(),        # Relative to the raw root, as in the raw layout.
@@ -93,8 +109,8 @@ def features(dataset: str, image_format: str = "jpeg") -> tfds.features.Features
       "gender": np.int32,                  # 1 female, 0 male, -1 unknown.
       "skin": np.int32,                    # Group skin type from a side file, -1 unknown.
   }
-  if dataset in AU_DATASETS:
-    n_det, n_int = _label_sizes(dataset)
+  if dataset in AU_DATASETS or au_sizes is not None:
+    n_det, n_int = au_sizes if au_sizes is not None else _label_sizes(dataset)
     f.update(session=tfds.features.Text(), frame=np.int32,
              au=tfds.features.Tensor(shape=(n_det,), dtype=np.float32),
              au_intensity=tfds.features.Tensor(shape=(n_int,), dtype=np.float32))
@@ -135,12 +151,18 @@ class _PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   # `importlib_resources` backport (not installed) for builders inside a package.
   url_infos = None
 
-  def __init__(self, *, options: PrepareOptions | None = None, **kwargs):
+  def __init__(self, *, options: PrepareOptions | None = None, face_finder: Any = None,
+               **kwargs):
     self.options = options or PrepareOptions()
     self.problems = common.Problems(skip_bad=self.options.skip_bad)
     self.records: common.Records | None = None
     self.subjects: list[str] = []
+    self.face_finder = face_finder
     super().__init__(**kwargs)
+
+  @property
+  def au_labels(self) -> bool:
+    return self.DATASET in AU_DATASETS
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(builder=self, description=f"{self.DATASET}, prepared faces",
@@ -148,10 +170,11 @@ class _PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
+    extra = {"face_finder": self.face_finder} if self.face_finder is not None else {}
     self.records = readers.read(self.DATASET, root, self.problems,
-                                **self.options.reader_options(self.DATASET))
+                                **self.options.reader_options(self.DATASET), **extra)
     self.subjects = sorted({ex.subject for exs in self.records.splits.values() for ex in exs
-                            if ex.subject} if self.DATASET in AU_DATASETS else set())
+                            if ex.subject} if self.au_labels or self.DATASET == "folder" else set())
     return {name: self._generate_examples(exs) for name, exs in self.records.splits.items()}
 
   def _generate_examples(self, examples):
@@ -167,7 +190,7 @@ class _PreparedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       record = {"image": _encode(crop_face(image, ex, self.options), self.options),
                 "path": ex.path, "subject": ex.subject, "subject_id": ids.get(ex.subject, -1),
                 "gender": a.get("gender", -1), "skin": a.get("skin", -1)}
-      if self.DATASET in AU_DATASETS:
+      if self.au_labels:
         record.update(session=ex.session, frame=ex.frame, au=ex.au, au_intensity=ex.au_intensity)
       else:
         record.update(emotion=ex.emotion, valence=ex.valence, arousal=ex.arousal)
@@ -206,13 +229,47 @@ class Rafdb(_PreparedBuilder, skip_registration=True):
                      tfds.core.BuilderConfig(name="original")]
 
 
+class Folder(_PreparedBuilder, skip_registration=True):
+  """A user's labelled photos from a manifest CSV (`readers/folder.py`): emotions or AUs,
+  subject-exclusive parts (leave-one-subject-out by default); uncropped photos are
+  aligned on the face the `face_finder` finds (launch/prepare_data.py passes MTCNN)."""
+  name = "folder"
+  DATASET = "folder"
+
+  def __init__(self, *, options: PrepareOptions | None = None, **kwargs):
+    from norface_jax.data.readers import folder
+    options = options or PrepareOptions()
+    path = options.manifest
+    common.require_file(path, "a manifest CSV (--manifest)")
+    with open(path, newline="") as f:
+      header = next(csv.reader(f), None)
+    if header is None:
+      raise common.BadInputError(path, 0, "empty manifest")
+    self.spec = folder.label_columns(header, path)
+    name = config_name("folder", options)
+    kwargs["config"] = tfds.core.BuilderConfig(name=name)
+    super().__init__(options=options, **kwargs)
+
+  @property
+  def au_labels(self) -> bool:
+    return self.spec["kind"] == "au"
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    sizes = (len(self.spec["aus"]), len(self.spec["intensity_aus"])) if self.au_labels else None
+    return tfds.core.DatasetInfo(builder=self, description="folder dataset, prepared faces",
+                                 features=features("folder", self.options.image_format, sizes))
+
+
 BUILDERS = {"bp4d": Bp4d, "bp4dplus": Bp4dplus, "disfa": Disfa, "affectnet": Affectnet,
-            "rafdb": Rafdb}
+            "rafdb": Rafdb, "folder": Folder}
 
 
 def prepare(dataset: str, manual_dir: str, data_dir: str,
-            options: PrepareOptions | None = None) -> str:
+            options: PrepareOptions | None = None, face_finder: Any = None) -> str:
   """Prepares `dataset` from its raw download; returns the prepared directory.
+
+  `face_finder(images) -> [[Face, ...], ...]` (`detection.crops.FaceFinder`) aligns
+  folder-dataset photos that have neither a face box nor landmarks.
 
   Bad input stops with `<file>:<line>: ...` unless options.skip_bad; either way what was
   skipped or dropped is printed and saved in prepared.json.
@@ -220,10 +277,17 @@ def prepare(dataset: str, manual_dir: str, data_dir: str,
   if dataset not in BUILDERS:
     raise KeyError(f"unknown dataset {dataset!r}; known: {', '.join(BUILDERS)}")
   options = options or PrepareOptions()
+  if dataset == "folder":
+    if not options.manifest:
+      options = dataclasses.replace(options, manifest=os.path.join(manual_dir, "manifest.csv"))
+    manual_dir = manual_dir or os.path.dirname(os.path.abspath(options.manifest))
   if not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"--manual_dir={manual_dir!r} is not a directory")
-  builder = BUILDERS[dataset](data_dir=data_dir, config=config_name(dataset, options),
-                              options=options, file_format="array_record")
+  kwargs = dict(face_finder=face_finder) if dataset == "folder" else {}
+  if dataset != "folder":
+    kwargs["config"] = config_name(dataset, options)
+  builder = BUILDERS[dataset](data_dir=data_dir, options=options, file_format="array_record",
+                              **kwargs)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   out = os.fspath(builder.data_dir)
@@ -239,7 +303,7 @@ def prepare(dataset: str, manual_dir: str, data_dir: str,
           "splits": splits, "subjects": builder.subjects,
           "folds": folds.to_dict() if folds else None, "info": builder.records.info,
           "problems": builder.problems.as_dict(), "options": dataclasses.asdict(options)}
-  if dataset in ("affectnet", "rafdb"):
+  if not builder.au_labels:
     meta["emotions_per_split"] = {
         name: np.bincount(_emotions(out, name), minlength=len(labels.EMOTIONS)).tolist()
         for name in splits}
@@ -253,6 +317,11 @@ def prepare(dataset: str, manual_dir: str, data_dir: str,
   return out
 
 
+def has_au_labels(meta: dict[str, Any]) -> bool:
+  """Whether a prepared dataset (its prepared.json) holds AU labels, not emotions."""
+  return meta["dataset"] in AU_DATASETS or meta.get("info", {}).get("labels") == "au"
+
+
 def _emotions(prepared_dir: str, split: str) -> np.ndarray:
   ds = tfds.builder_from_directory(prepared_dir).as_data_source(
       split=split, decoders={"image": tfds.decode.SkipDecoding()})
@@ -263,6 +332,11 @@ def find_prepared(data_dir: str, dataset: str, config: str = "") -> str:
   """`<data_dir>/<dataset>/<config>/<newest version>`; FileNotFoundError if absent."""
   base = os.path.join(os.path.expanduser(data_dir), dataset)
   configs = [config] if config else [c.name for c in BUILDERS[dataset].BUILDER_CONFIGS]
+  if dataset == "folder" and not config:  # Named after their manifests: one, or say which.
+    configs = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    if len(configs) > 1:
+      raise FileNotFoundError(f"several folder datasets under {base}: {configs}; pick one "
+                              "with config.data.prepared_config (configs/folder.py: name=...)")
   for c in configs:
     d = os.path.join(base, c)
     if os.path.isdir(d):
@@ -309,7 +383,7 @@ class PreparedSource:
     self.dir, self.splits, self.size, self.equalize = prepared_dir, list(splits), size, equalize
     with open(os.path.join(prepared_dir, META_FILE)) as f:
       self.meta = json.load(f)
-    self.au_dataset = self.meta["dataset"] in AU_DATASETS
+    self.au_dataset = has_au_labels(self.meta)
     self._ds = None
     self.indices = None
     if not self.au_dataset and num_classes and num_classes < len(labels.EMOTIONS):

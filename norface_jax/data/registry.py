@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any
 
@@ -54,15 +55,42 @@ class DataNotFoundError(FileNotFoundError):
   """A real dataset is not where the config says; the message says how to prepare it."""
 
 
-def spec(name: str) -> DatasetSpec:
+FOLDER_LAYOUT = ("a manifest CSV of image path, subject and labels; prepare it with "
+                 "launch/prepare_data.py --dataset=folder --manifest=M.csv")
+
+
+def spec(name: str, data_config: Any = None) -> DatasetSpec:
+  """The dataset's label space. A folder dataset's comes from its prepared.json (found
+  through `data_config`: data_dir and prepared_config)."""
+  if name == "folder":
+    return _folder_spec(data_config)
   if name not in DATASETS:
-    raise KeyError(f"config.data.dataset={name!r}; known: {', '.join(DATASETS)}")
+    raise KeyError(f"config.data.dataset={name!r}; known: {', '.join(DATASETS)}, folder")
   return DATASETS[name]
+
+
+def _folder_spec(data_config: Any) -> DatasetSpec:
+  from norface_jax.data import prepared  # TFDS is imported only for real datasets.
+  if data_config is None:
+    raise ValueError("the folder dataset's labels come from its prepared data: pass the "
+                     "data config")
+  data_dir = os.path.expanduser(data_config.data_dir)
+  try:
+    found = prepared.find_prepared(data_dir, "folder", data_config.get("prepared_config", ""))
+  except FileNotFoundError as e:
+    raise DataNotFoundError(f"no prepared folder dataset: {e}. Make it with\n  python "
+                            f"launch/prepare_data.py --dataset=folder --manifest=M.csv "
+                            f"--data_dir={data_config.data_dir}") from None
+  with open(os.path.join(found, prepared.META_FILE)) as f:
+    info = json.load(f)["info"]
+  title = f"folder dataset {os.path.basename(os.path.dirname(found))!r}"
+  return DatasetSpec("folder", title, tuple(info["aus"]), tuple(info["intensity_aus"]),
+                     fer=info["labels"] == "emotion", layout=FOLDER_LAYOUT)
 
 
 def label_names(data_config: Any, task: str, dataset: str | None = None) -> tuple[str, ...]:
   """The output label space of `task` on the (training) dataset."""
-  s = spec(dataset or data_config.dataset)
+  s = spec(dataset or data_config.dataset, data_config)
   if task == "fer":
     if not s.fer and not data_config.synthetic:
       raise ValueError(f"{s.title} has no emotion labels; use an AU task")
@@ -71,6 +99,22 @@ def label_names(data_config: Any, task: str, dataset: str | None = None) -> tupl
   if not aus:
     raise ValueError(f"{s.title} has no {task} labels; use task 'fer'")
   return tuple(f"AU{a}" for a in aus)
+
+
+def fold_count(data_config: Any) -> int:
+  """How many subject-exclusive folds the prepared dataset has (a folder dataset
+  prepared leave-one-subject-out: one per subject)."""
+  from norface_jax.data import prepared
+  if data_config.synthetic:
+    raise ValueError("SynthFACS folds are given explicitly (--folds=0,1,2)")
+  spec(data_config.dataset, data_config)
+  found = prepared.find_prepared(os.path.expanduser(data_config.data_dir), data_config.dataset,
+                                 data_config.get("prepared_config", ""))
+  with open(os.path.join(found, prepared.META_FILE)) as f:
+    folds = json.load(f)["folds"]
+  if not folds:
+    raise ValueError(f"{found} has no fold parts (a fixed train/test split)")
+  return len(folds["parts"])
 
 
 def test_dataset(data_config: Any) -> str:
@@ -178,7 +222,9 @@ def _cached_synthfacs(preset: str, split: str, fold: int, seed: int, size: int,
 
 def _real_source(data_config: Any, split: str, dataset: str) -> Any:
   from norface_jax.data import prepared  # TFDS is imported only for real datasets.
-  s = spec(dataset)
+  if dataset == "folder":
+    _folder_spec(data_config)  # Not prepared: says how to prepare it.
+  s = spec(dataset, data_config)
   data_dir = os.path.expanduser(data_config.data_dir)
   base = os.path.join(data_dir, dataset)
   config = data_config.get("prepared_config", "")

@@ -63,7 +63,7 @@ class ImageFolderSource:
 def make_source(config: ml_collections.ConfigDict, split: str) -> Any:
   if config.data.folder:
     return ImageFolderSource(config.data.folder, split, config.data.image_size)
-  task = "fer" if registry.spec(config.data.dataset).fer else "au_detection"
+  task = "fer" if registry.spec(config.data.dataset, config.data).fer else "au_detection"
   return registry.make_source(config.data, split, task=task)
 
 

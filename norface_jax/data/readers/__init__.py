@@ -7,7 +7,7 @@ builders in `norface_jax.data.prepared` turn them into prepared datasets.
 
 from norface_jax.data.readers.common import BadInputError, Example, FoldParts, Problems, Records
 
-READERS = ("bp4d", "bp4dplus", "disfa", "affectnet", "rafdb")
+READERS = ("bp4d", "bp4dplus", "disfa", "affectnet", "rafdb", "folder")
 
 
 def read(dataset: str, root: str, problems: Problems, **options) -> Records:
@@ -24,4 +24,7 @@ def read(dataset: str, root: str, problems: Problems, **options) -> Records:
   if dataset == "rafdb":
     from norface_jax.data.readers import rafdb
     return rafdb.read(root, problems, **options)
+  if dataset == "folder":
+    from norface_jax.data.readers import folder
+    return folder.read(root, problems, **options)
   raise KeyError(f"unknown dataset {dataset!r}; readers: {', '.join(READERS)}")
