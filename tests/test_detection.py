@@ -3,15 +3,13 @@ inputs, a real photo and SynthFACS frames with known boxes.
 
 facenet-pytorch imports torchvision for `batched_nms` alone, and torchvision's wheel
 (a CUDA build) does not load beside the CPU torch: the `facenet` fixture imports it
-with a stand-in torchvision in sys.modules (a pure-torch `batched_nms` with
-torchvision's semantics) and takes it out again afterwards.
+with a stand-in torchvision (`benchmark/facenet_reference.py`: a pure-torch
+`batched_nms` with torchvision's semantics) and takes it out again afterwards.
 
 Every detector call uses 600 x 512 frames, batches of 1 or 2: P-Net compiles twice.
 """
 
 import importlib.util
-import sys
-import types
 
 import jax
 import matplotlib.cbook
@@ -24,54 +22,18 @@ if importlib.util.find_spec("facenet_pytorch") is None:
   pytest.skip("facenet-pytorch is not installed (MTCNN's weights ship in its wheel): "
               "pip install --no-deps facenet-pytorch==2.6.0", allow_module_level=True)
 
+from norface_jax.benchmark import facenet_reference  # pylint: disable=g-import-not-at-top
 from norface_jax.detection import mtcnn  # pylint: disable=g-import-not-at-top
 from norface_jax.detection import scenes
 
 H, W = 600, 512
 
 
-def batched_nms(boxes, scores, idxs, iou_threshold):
-  """torchvision.ops.batched_nms: greedy NMS within each idx; kept indices by
-  descending score (stable); IoU with areas (x1 - x0)(y1 - y0), suppressed when >."""
-  if boxes.numel() == 0:
-    return torch.empty((0,), dtype=torch.int64)
-  order = torch.sort(scores, descending=True, stable=True).indices
-  b, cls = boxes[order], idxs[order]
-  x0, y0, x1, y1 = b.unbind(1)
-  area = (x1 - x0) * (y1 - y0)
-  alive = torch.ones(len(b), dtype=torch.bool)
-  keep = []
-  for a in range(len(b)):
-    if alive[a]:
-      keep.append(a)
-      inter = ((torch.minimum(x1[a], x1) - torch.maximum(x0[a], x0)).clamp(min=0) *
-               (torch.minimum(y1[a], y1) - torch.maximum(y0[a], y0)).clamp(min=0))
-      iou = inter / (area[a] + area - inter)
-      alive &= ~((iou.double() > iou_threshold) & (cls == cls[a]))
-  return order[torch.tensor(keep, dtype=torch.int64)]
-
-
 @pytest.fixture(scope="module")
 def facenet():
   """facenet_pytorch.models.mtcnn, imported beside a stand-in torchvision."""
-  names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-           "torchvision.ops", "torchvision.ops.boxes")
-  mods = {n: types.ModuleType(n) for n in names}
-  mods["torchvision"].transforms = mods["torchvision.transforms"]
-  mods["torchvision.transforms"].functional = mods["torchvision.transforms.functional"]
-  mods["torchvision"].ops = mods["torchvision.ops"]
-  mods["torchvision.ops"].boxes = mods["torchvision.ops.boxes"]
-  mods["torchvision.ops.boxes"].batched_nms = batched_nms
-  ours = lambda n: n.split(".")[0] in ("torchvision", "facenet_pytorch")  # noqa: E731
-  saved = {n: m for n, m in sys.modules.items() if ours(n)}
-  sys.modules.update(mods)
-  try:
-    from facenet_pytorch.models import mtcnn as facenet_mtcnn  # pylint: disable=g-import-not-at-top
-    yield facenet_mtcnn
-  finally:
-    for n in [n for n in sys.modules if ours(n)]:
-      del sys.modules[n]
-    sys.modules.update(saved)
+  with facenet_reference.imported() as module:
+    yield module
 
 
 @pytest.fixture(scope="module")

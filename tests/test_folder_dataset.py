@@ -1,5 +1,6 @@
-"""A folder dataset: manifest CSV -> prepared faces (boxes given, or found by MTCNN) ->
-leave-one-subject-out cross-validation; bad rows reported by file and line."""
+"""A folder dataset: manifest CSV -> prepared faces (real uncropped photos aligned on the
+face MTCNN finds, or boxes given) -> leave-one-subject-out cross-validation; bad rows
+reported by file and line."""
 
 import json
 import os
@@ -17,18 +18,38 @@ from tests.test_train_stage2 import tiny_config
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the test photo")
 
 
-def write_study(root, *, bad_rows=True):
-  """4 SynthFACS subjects x 3 photos (each face pasted into a larger picture, its box in
-  the manifest), the astronaut photo without a box (the detector finds her face), and
-  optionally three bad rows."""
-  src = SynthFACSSource("affectnet", "test", size=64, num_identities=48, num_classes=7)
+def real_photos():
+  """Two real people: scikit-image's astronaut and matplotlib's Grace Hopper portrait."""
+  import matplotlib.cbook
+  hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+  return {"eileen": skimage_data.astronaut(), "grace": np.asarray(Image.open(hopper).convert("RGB"))}
+
+
+def variants(image):
+  """Four uncropped photos of one face: as is, mirrored, zoomed out on grey, darker."""
+  h, w = image.shape[:2]
+  small = np.asarray(Image.fromarray(image).resize((w * 2 // 3, h * 2 // 3)))
+  padded = np.full((h, w, 3), 90, np.uint8)
+  padded[h // 6:h // 6 + small.shape[0], w // 6:w // 6 + small.shape[1]] = small
+  return [image, image[:, ::-1], padded, (image * 0.7).astype(np.uint8)]
+
+
+def write_study(root):
+  """Real photos of 2 people (4 uncropped photos each: MTCNN finds and aligns the face),
+  2 SynthFACS subjects x 3 faces pasted into larger pictures with their boxes in the
+  manifest, and three bad rows (lines 15-17)."""
   os.makedirs(root / "img")
   lines = ["path,subject,emotion,gender,x,y,w,h"]
+  for person, photo in real_photos().items():
+    for k, image in enumerate(variants(photo)):
+      Image.fromarray(image).save(root / "img" / f"{person}_{k}.jpg")
+      lines.append(f"img/{person}_{k}.jpg,{person},{labels.EMOTIONS[k]},f,,,,")
+  src = SynthFACSSource("affectnet", "test", size=64, num_identities=48, num_classes=7)
   count = {}
   for i in range(len(src)):
     item = src[i]
     s = int(item["subject"])
-    if count.get(s, 0) == 3 or (len(count) == 4 and s not in count):
+    if count.get(s, 0) == 3 or (len(count) == 2 and s not in count):
       continue
     count[s] = count.get(s, 0) + 1
     canvas = np.full((96, 128, 3), 40, np.uint8)
@@ -37,13 +58,10 @@ def write_study(root, *, bad_rows=True):
     Image.fromarray(canvas).save(root / name)
     gender = "female" if int(item["gender"]) == 1 else "male"
     lines.append(f"{name},S{s},{labels.EMOTIONS[int(item['emotion'])]},{gender},32,16,64,64")
-  Image.fromarray(skimage_data.astronaut()).save(root / "img" / "astronaut.png")
-  lines.append("img/astronaut.png,eileen,Happiness,f,,,,")
-  if bad_rows:
-    lines += ["img/missing.png,S1,Neutral,m,32,16,64,64",      # line 15
-              "img/astronaut.png,eileen,joyful,f,,,,",          # line 16
-              "img/grey.png,grey,Neutral,m,,,,"]                # line 17: no face in it
-    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(root / "img" / "grey.png")
+  lines += ["img/missing.png,S1,Neutral,m,32,16,64,64",      # line 16
+            "img/eileen_0.jpg,eileen,joyful,f,,,,",          # line 17
+            "img/grey.png,grey,Neutral,m,,,,"]               # line 18: no face in it
+  Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(root / "img" / "grey.png")
   (root / "study.csv").write_text("\n".join(lines) + "\n")
   return root / "study.csv"
 
@@ -75,16 +93,26 @@ def test_prepare_then_leave_one_subject_out(tmp_path):
   data_dir = str(tmp_path / "tfds")
   finder = crops.FaceFinder(max_faces=1)
   options = prepared.PrepareOptions(image_size=64, manifest=str(manifest))
-  with pytest.raises(common.BadInputError, match=r"study.csv:15: image .*missing.png not found"):
+  with pytest.raises(common.BadInputError, match=r"study.csv:16: image .*missing.png not found"):
     prepared.prepare("folder", "", data_dir, options, face_finder=finder)
   options.skip_bad = True
   out = prepared.prepare("folder", "", data_dir, options, face_finder=finder)
   assert out.endswith(os.path.join("folder", "study", "1.0.0"))
   meta = json.load(open(os.path.join(out, prepared.META_FILE)))
   bad = meta["problems"]["bad"]
-  assert len(bad) == 3 and ":15: " in bad[0] and "joyful" in bad[1] and "no face found" in bad[2]
-  assert meta["info"]["labels"] == "emotion" and len(meta["folds"]["parts"]) == 5
-  assert sum(meta["splits"].values()) == 13
+  assert len(bad) == 3 and ":16: " in bad[0] and "joyful" in bad[1] and "no face found" in bad[2]
+  assert meta["info"]["labels"] == "emotion" and len(meta["folds"]["parts"]) == 4
+  assert sum(meta["splits"].values()) == 14
+  # The real photos were aligned on their faces: the same person's four photos give
+  # nearly the same crop (mirrored, zoomed out and darkened alike), and not the other's.
+  source = prepared.PreparedSource(out, sorted(meta["splits"]), 64)
+  crops = {os.path.basename(source[i]["path"]): source[i]["image"].astype(np.float32).mean(-1)
+           for i in range(len(source))}
+  for person, other in (("eileen", "grace"), ("grace", "eileen")):
+    same = np.abs(crops[f"{person}_0.jpg"] - crops[f"{person}_2.jpg"]).mean()
+    mirrored = np.abs(crops[f"{person}_0.jpg"] - crops[f"{person}_1.jpg"][:, ::-1]).mean()
+    apart = np.abs(crops[f"{person}_0.jpg"] - crops[f"{other}_0.jpg"]).mean()
+    assert max(same, mirrored) < 0.5 * apart, (person, same, mirrored, apart)
 
   config = tiny_config()
   config.data.synthetic = False
@@ -97,9 +125,9 @@ def test_prepare_then_leave_one_subject_out(tmp_path):
   config.eval.select = "last"
   config.total_steps = 2
   config.eval_every = -1
-  assert registry.fold_count(config.data) == 5
+  assert registry.fold_count(config.data) == 4
   assert registry.label_names(config.data, "fer") == labels.EMOTIONS[:7]
-  mean = evaluate.cross_validate(config, str(tmp_path / "cv"), folds=[0, 4])
+  mean = evaluate.cross_validate(config, str(tmp_path / "cv"), folds=[2, 3])  # eileen, grace
   cv = json.load(open(tmp_path / "cv" / "cv.json"))
-  assert cv["folds"] == [0, 4] and len(cv["per_fold"]) == 2
+  assert cv["folds"] == [2, 3] and len(cv["per_fold"]) == 2
   assert 0.0 <= mean["accuracy"] <= 1.0

@@ -7,7 +7,9 @@ boxes), so R- and O-Net see a realistic number of candidates. Images/s is the me
 `--windows` timed `MTCNN.detect` calls on one batch, after a first call that compiles;
 the per-batch seconds of its three stages (P-Net proposals with their NMS, R-Net, O-Net
 with landmarks; each with its host-side crops and NMS) are medians of the same count.
-Recall: the share of true faces with a detection of IoU >= 0.5.
+Recall: the share of true faces with a detection of IoU >= 0.5. `--facenet` times
+facenet-pytorch's own MTCNN (the PyTorch original, `benchmark/facenet_reference.py`) on
+the same frames in the same process, alternating with ours window by window.
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ def throughput(det: mtcnn.MTCNN, width: int, height: int, batch: int,
           **stage_seconds(det, frames, windows)}
 
 
+def facenet_rate(width: int, height: int, batch: int, windows: int) -> float:
+  """images/s of facenet-pytorch's `MTCNN(keep_all=True).detect` on the same frames."""
+  from norface_jax.benchmark import facenet_reference
+  frames, _ = scenes.render_scenes(batch, height, width, seed=1)
+  with facenet_reference.imported() as facenet:
+    ref = facenet.MTCNN(keep_all=True, device="cpu")
+    return common.median_rate(lambda: ref.detect(frames), lambda: None, batch=batch,
+                              warmup=1, windows=windows, steps_per_window=1)
+
+
 def recall(det: mtcnn.MTCNN, num: int, width: int, height: int, batch: int) -> dict:
   """`scenes.match` of the detections on `num` SynthFACS frames (seed 0)."""
   frames, truth = scenes.render_scenes(num, height, width, seed=0)
@@ -74,6 +86,7 @@ def main(argv=None) -> None:
   p.add_argument("--windows", type=int, default=5, help="Timed calls per size.")
   p.add_argument("--scenes", type=int, default=64, help="Frames for recall (0: none).")
   p.add_argument("--weights_dir", default=None, help="Folder of {pnet,rnet,onet}.pt.")
+  p.add_argument("--facenet", action="store_true", help="Also time facenet-pytorch's MTCNN.")
   a = p.parse_args(argv)
   det = mtcnn.MTCNN(mtcnn.load_params(a.weights_dir))
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
@@ -84,12 +97,21 @@ def main(argv=None) -> None:
     print(f"{w}x{h}: {r['images_per_sec']:7.2f} images/s  (first call {r['first_call_s']:.1f} s "
           f"with compile; per batch: P-Net stage {r['propose']:.3f} s, R-Net stage "
           f"{r['refine']:.3f} s, O-Net stage {r['output']:.3f} s)")
+    if a.facenet:
+      ref = facenet_rate(w, h, a.batch, a.windows)
+      print(f"{w}x{h}: {ref:7.2f} images/s  facenet-pytorch (PyTorch {torch_version()}), "
+            f"ours / facenet = {r['images_per_sec'] / ref:.2f}x")
   if a.scenes:
     w, h = sizes[0]
     m = recall(det, a.scenes, w, h, a.batch)
     print(f"recall on {a.scenes} SynthFACS frames {w}x{h} ({m['faces']} faces, IoU >= 0.5): "
           f"{m['recall']:.3f}; {m['false_positives']} false positives; "
           f"mean IoU {m['mean_iou']:.2f}")
+
+
+def torch_version() -> str:
+  import torch
+  return torch.__version__
 
 
 if __name__ == "__main__":
