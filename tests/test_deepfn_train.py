@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from norface_jax.data import labels
 from norface_jax.deepfn import ae_train
 from norface_jax.deepfn import protocol
 
@@ -93,29 +94,47 @@ def test_summary_by_hand():
   np.testing.assert_allclose(cross["gain"], [0.1, 0.1])
 
 
-def test_protocol_end_to_end_on_prepared_bp4d_and_disfa(tmp_path):
-  """As a user with the real datasets runs it: BP4D and DISFA in their raw layouts (here
-  written by SynthFACS, with the `subjects.csv` of genders and Fitzpatrick types), prepared
-  with launch/prepare_data.py's code, then the protocol reads them from `data_dir`."""
+def test_protocol_end_to_end_on_prepared_bp4d_and_a_folder_dataset(tmp_path):
+  """As a user with BP4D and their own AU-labelled photos runs it: BP4D in its raw layout
+  (here written by SynthFACS, with the `subjects.csv` of genders and Fitzpatrick types)
+  and a folder dataset (a manifest of DISFA-preset SynthFACS photos with AU, gender and
+  skin columns), both prepared with launch/prepare_data.py's code; the protocol reads
+  them from `data_dir`, the folder dataset as `folder:<manifest name>`."""
+  from PIL import Image
   from norface_jax.configlib import load_config
   from norface_jax.data import prepared
   from norface_jax.data.synthfacs import writer
-  for dataset, subjects, frames in (("bp4d", 16, 1), ("disfa", 3, 8)):
-    raw = str(tmp_path / "raw" / dataset)
-    writer.write(dataset, raw, subjects=subjects, frames=frames, size=64)
-    prepared.prepare(dataset, raw, str(tmp_path / "prep"), prepared.PrepareOptions(image_size=64))
+  from norface_jax.data.synthfacs.source import SynthFACSSource
+  raw = str(tmp_path / "raw" / "bp4d")
+  writer.write("bp4d", raw, subjects=16, frames=1, size=64)
+  prepared.prepare("bp4d", raw, str(tmp_path / "prep"), prepared.PrepareOptions(image_size=64))
+  photos = tmp_path / "photos"
+  os.makedirs(photos)
+  src = SynthFACSSource("disfa", "train", size=64, frames_per_subject=8, subjects=[0, 1, 2])
+  aus = [f"AU{a}" for a in labels.DISFA_DETECTION_AUS]
+  lines = ["path,subject,gender,skin," + ",".join(aus)]
+  for i in range(len(src)):
+    item = src[i]
+    Image.fromarray(item["image"]).save(photos / f"{i}.png")
+    fitz = {0: 2, 1: 5}.get(int(item["skin"]), 3)
+    lines.append(f"{i}.png,P{int(item['subject'])},{'fm'[int(item['gender']) == 0]},{fitz},"
+                 + ",".join(str(int(v)) for v in item["au"]))
+  (photos / "disfa_photos.csv").write_text("\n".join(lines) + "\n")
+  prepared.prepare("folder", "", str(tmp_path / "prep"), prepared.PrepareOptions(
+      image_size=64, manifest=str(photos / "disfa_photos.csv")))
   c = load_config(f"configs/deepfn_bp4d.py:tiny,data_dir={tmp_path / 'prep'}")
   assert not c.data.synthetic
+  c.data.cross_dataset = "folder:disfa_photos"
   # Smaller than `tiny`: 1 train / 1 validation subject, 32x32 inputs, 8 frames (one per
   # BP4D task: the within-person split's segments come from the task folders).
   c.data.frames_per_subject = 8
-  c.data.max_subjects = {"bp4d": 9, "disfa": 3}
+  c.data.max_subjects = {"bp4d": 9, "folder:disfa_photos": 3}
   c.preprocess.ae_size = c.preprocess.lenet_size = 32
   c.ae.update(widths=(4, 4, 8, 8), latent=8, batch_size=4)
   c.protocol.n_train = c.protocol.n_val = 1
   work = tmp_path / "work"
   out = protocol.run(c, str(work))
-  assert out["info"]["subjects"] == {"bp4d": 8, "disfa": 3}  # 9 minus the template.
+  assert out["info"]["subjects"] == {"bp4d": 8, "folder:disfa_photos": 3}  # 9 - template.
   for name in ("deepfn_table.md", "deepfn_protocol.png", "deepfn_examples.png", "records.json",
                "deepfn_per_au.png"):
     assert os.path.getsize(work / name) > 0

@@ -108,7 +108,9 @@ def synthfacs_pool(preset: str, *, seed: int = 0, size: int = 64, frames_per_sub
 
 
 def open_pool(data_cfg: Any, dataset: str) -> Pool:
-  """The pool of `dataset`: SynthFACS when `data_cfg.synthetic`, else the real reader."""
+  """The pool of `dataset`: SynthFACS when `data_cfg.synthetic`, else the prepared real
+  dataset; `folder:<name>` is the folder dataset prepared from `<name>.csv` (its AU
+  columns, subjects, gender and skin: `data/readers/folder.py`)."""
   if data_cfg.synthetic:
     return synthfacs_pool(dataset, seed=data_cfg.seed, size=data_cfg.image_size,
                           frames_per_subject=data_cfg.frames_per_subject,
@@ -116,14 +118,16 @@ def open_pool(data_cfg: Any, dataset: str) -> Pool:
                           identity_bias=data_cfg.identity_bias)
   import ml_collections
   from norface_jax.data import registry
+  name, _, prepared_config = dataset.partition(":")
   cfg = ml_collections.ConfigDict(dict(
-      dataset=dataset, synthetic=False, normalization="none", data_dir=data_cfg.data_dir,
-      image_size=data_cfg.image_size, fold=0, test_dataset="", test_preset="", num_classes=7))
+      dataset=name, synthetic=False, normalization="none", data_dir=data_cfg.data_dir,
+      image_size=data_cfg.image_size, fold=0, test_dataset="", test_preset="", num_classes=7,
+      prepared_config=prepared_config))
   source = registry.make_source(cfg, "all", task="au_detection")  # Every part of the dataset.
   keep = frames_of_subjects(registry.subject_ids(source), data_cfg.frames_per_subject,
                             tuple(data_cfg.subjects.get(dataset, ())),
                             getattr(source, "meta", {}).get("subjects", []))
-  names = registry.label_names(cfg, "au_detection", dataset)
+  names = registry.label_names(cfg, "au_detection", name)
   return pool_from_source(_TaskFromPath(registry.Subset(source, keep)), names, dataset)
 
 
