@@ -5,7 +5,8 @@ r"""DeepFN protocol (table 5) on a folder dataset of AU-labelled photos.
       --workdir=workdirs/deepfn_my_study
 
 The manifest needs AU columns, and `gender` / `skin` columns for those group analyses
-(docs/datasets.md). Args after the colon: name=<manifest name>, cross=DATASET (the
+(docs/datasets.md). Args after the colon: name=<manifest name> (needed when several
+folder datasets are prepared), cross=DATASET (the
 dataset split's other side: bp4d, disfa, or folder:<name>; without it the dataset
 analyses are left out), and the other DeepFN args (runlocal, tiny, reps=N, ae_steps=N,
 epochs=N, mode=program|loop, save=..., data_dir=DIR).
@@ -21,9 +22,10 @@ def get_config(arg=None):
   items = [i for i in (arg or "").split(",") if i.strip()]
   own = [i for i in items if i.split("=", 1)[0].strip() in OWN]
   a = parse_arg(",".join(own), name="", cross="")
-  if not a.name:
-    raise ValueError("configs/deepfn_folder.py needs name=<the prepared manifest's name>")
-  c = protocol_config(",".join(i for i in items if i not in own), dataset=f"folder:{a.name}",
+  # Without a name: the one folder dataset prepared under data_dir (an error names them
+  # when there are several).
+  dataset = f"folder:{a.name}" if a.name else "folder"
+  c = protocol_config(",".join(i for i in items if i not in own), dataset=dataset,
                       cross_dataset=a.cross)
   if not a.cross:
     c.protocol.groups = tuple(g for g in c.protocol.groups if g != "dataset")

@@ -155,7 +155,10 @@ def test_nan_policy(tmp_path):
                                                "checkpoint is of iteration 2"):
     train("stop", True, workdir)
   # "skip": the NaN person's updates leave its state as it was (the step still counts);
-  # the other person trains exactly as without them.
+  # the other person trains as without them. That is two compiled programs (with and
+  # without the skip's selects), which XLA may fuse differently: held to float rounding
+  # (measured up to 2.4e-7 apart with the tests' compile flags, after Adam), not bit for bit;
+  # a skip that leaked into this person would leave it at its initial values.
   skipped, metrics, status = train("skip", True)
   reference, _, _ = train("stop", False)
   assert status["nonfinite"] == 4 and np.isnan(metrics["loss_x"][1]).all()
@@ -164,4 +167,10 @@ def test_nan_policy(tmp_path):
   init = fresh()
   _assert_trees_equal(person((init.params, init.opt_x, init.opt_y), 1),
                       person((skipped.params, skipped.opt_x, skipped.opt_y), 1))
-  _assert_trees_equal(person(reference, 0), person(skipped, 0))
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(person(reference, 0))[0],
+                          jax.tree.leaves(person(skipped, 0))):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+           zip(jax.tree.leaves(person(init.params, 0)), jax.tree.leaves(person(skipped.params, 0)))]
+  assert max(moved) > 1e-4, max(moved)  # It trained: far beyond the tolerance above.

@@ -1,5 +1,6 @@
 """normalize_source writes the paired layout that stage 2's `precomputed` mode reads."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from PIL import Image
 
 from norface_jax import configlib
 from norface_jax.data import images as images_lib
@@ -14,7 +17,7 @@ from norface_jax.data import registry
 from norface_jax.data.images import load_image
 from norface_jax.data.synthfacs import source as synth_source
 from norface_jax.models import normalizer
-from norface_jax.inference import normalize
+from norface_jax.inference import normalize, predict
 from norface_jax.training import sharding, stage2
 from tests.conftest import assert_params_close
 
@@ -114,6 +117,22 @@ def test_online_normalization_equals_precomputed(tmp_path):
   b = stage2.train_and_evaluate(pre, str(tmp_path / "pre"))
   assert_params_close(jax.device_get(a["state"].params), jax.device_get(b["state"].params),
                       rtol=1e-3, atol=1e-6, key_bias_atol=1e-3)
+
+  # A whole photo through launch/predict.py's code: the precomputed-trained model gets
+  # I_n from --stage1_workdir (made in the step), and predicts as the online-trained one.
+  skimage_data = pytest.importorskip("skimage.data")
+  photos = tmp_path / "photos"
+  os.makedirs(photos)
+  Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.png")
+  rows = {}
+  for name, s1_flag in (("pre", s1_dir), ("online", "")):
+    out = predict.predict_media(str(tmp_path / name), str(tmp_path / f"{name}.csv"),
+                                images=str(photos), stage1_workdir=s1_flag, canvas=256)
+    assert out["faces"] == 1
+    (rows[name],) = list(csv.DictReader(open(tmp_path / f"{name}.csv")))
+  probs = {k: np.array([float(v) for c, v in r.items() if c.endswith("_prob")]) for k, r in rows.items()}
+  assert len(probs["pre"]) == 12 and rows["pre"]["success"] == "1"  # BP4D's 12 AUs.
+  np.testing.assert_allclose(probs["pre"], probs["online"], atol=2e-3)
 
 
 def test_emm_attention_statistics_at_the_extremes():
