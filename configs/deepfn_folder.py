@@ -12,21 +12,17 @@ analyses are left out), and the other DeepFN args (runlocal, tiny, reps=N, ae_st
 epochs=N, mode=program|loop, save=..., data_dir=DIR).
 """
 
-from norface_jax.configlib import parse_arg
+from norface_jax.configlib import parse_arg, split_arg
 from norface_jax.deepfn.config import protocol_config
-
-OWN = ("name", "cross")
 
 
 def get_config(arg=None):
-  items = [i for i in (arg or "").split(",") if i.strip()]
-  own = [i for i in items if i.split("=", 1)[0].strip() in OWN]
-  a = parse_arg(",".join(own), name="", cross="")
+  own, rest = split_arg(arg, ("name", "cross"))
+  a = parse_arg(own, name="", cross="")
   # Without a name: the one folder dataset prepared under data_dir (an error names them
   # when there are several).
   dataset = f"folder:{a.name}" if a.name else "folder"
-  c = protocol_config(",".join(i for i in items if i not in own), dataset=dataset,
-                      cross_dataset=a.cross)
+  c = protocol_config(rest, dataset=dataset, cross_dataset=a.cross)
   if not a.cross:
     c.protocol.groups = tuple(g for g in c.protocol.groups if g != "dataset")
   return c

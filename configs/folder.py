@@ -13,17 +13,14 @@ normalized stream given (norm=precomputed with normalized_dir, or norm=online wi
 stage1=DIR), it trains the original stream alone.
 """
 
-from norface_jax.configlib import parse_arg
+from norface_jax.configlib import parse_arg, split_arg
 from norface_jax.training.stage2_config import task_config
-
-OWN = ("task", "name", "data_dir")
 
 
 def get_config(arg=None):
-  items = [i for i in (arg or "").split(",") if i.strip()]
-  own = [i for i in items if i.split("=", 1)[0].strip() in OWN]
-  a = parse_arg(",".join(own), task="fer", name="", data_dir="~/tensorflow_datasets")
-  c = task_config(",".join(i for i in items if i not in own), task=a.task, dataset="folder")
+  own, rest = split_arg(arg, ("task", "name", "data_dir"))
+  a = parse_arg(own, task="fer", name="", data_dir="~/tensorflow_datasets")
+  c = task_config(rest, task=a.task, dataset="folder")
   c.data.prepared_config = a.name
   c.data.data_dir = a.data_dir
   if c.data.normalization == "precomputed" and not c.data.normalized_dir:

@@ -70,6 +70,18 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return parsed
 
 
+def split_arg(arg: str | None, keys: tuple[str, ...]) -> tuple[str, str]:
+  """`"a=1,flag,b=2"` -> (the items whose key is in `keys`, the others), each joined
+  again: a config file parses its own keys and hands the rest to a shared builder.
+
+  >>> split_arg("task=fer,runlocal,name=x", ("task", "name"))
+  ('task=fer,name=x', 'runlocal')
+  """
+  items = [i.strip() for i in (arg or "").split(",") if i.strip()]
+  own = [i for i in items if i.split("=", 1)[0].strip() in keys]
+  return ",".join(own), ",".join(i for i in items if i not in own)
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:arg]` the way `--config` does (outside absl flags)."""
   import importlib.util

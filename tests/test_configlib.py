@@ -77,3 +77,10 @@ def test_full_size_stage1_and_stage2_warn_without_an_mae_encoder(path, monkeypat
   small.init_from = ""
   checkpointing.init_from_hook(small, pretrained_encoder=True)
   assert len(warned) == 1
+
+
+def test_split_arg_keeps_each_item_whole_and_in_order():
+  assert configlib.split_arg("task=fer,runlocal,name=x,steps=3", ("task", "name")) == (
+      "task=fer,name=x", "runlocal,steps=3")
+  assert configlib.split_arg(None, ("task",)) == ("", "")
+  assert configlib.split_arg(" name = y , tiny ", ("name",)) == ("name = y", "tiny")

@@ -33,6 +33,18 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, which: str =
   return setup, state.params, step, which
 
 
+def jit_eval_step(setup: Any, config: ml_collections.ConfigDict):
+  """(eval_fn(params, global batch, frozen) -> replicated outputs, frozen): the
+  restored model's jitted evaluation step, with what it needs frozen (the stage-1
+  generator of `online` I_n, the feature networks) made inside the step."""
+  prepare_fn, frozen = stage2.load_frozen(config)
+  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config, prepare_fn),
+                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
+                                  sharding.replicated(setup.mesh)),
+                    out_shardings=sharding.replicated(setup.mesh))
+  return eval_fn, frozen
+
+
 def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None = None,
                      which: str = "best", test_dataset: str = "") -> dict[str, Any]:
   """Evaluates a trained workdir on its test split (or another dataset's); writes JSON + PNGs."""
@@ -43,11 +55,7 @@ def evaluate_workdir(workdir: str, *, config: ml_collections.ConfigDict | None =
   setup, params, step, which = restore_params(config, workdir, which)
   eval_source = registry.make_source(config.data, "test", task=config.task)
   task = registry.eval_task(setup.task, config.data)
-  prepare_fn, frozen = stage2.load_frozen(config)
-  eval_fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config, prepare_fn),
-                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
-                                  sharding.replicated(setup.mesh)),
-                    out_shardings=sharding.replicated(setup.mesh))
+  eval_fn, frozen = jit_eval_step(setup, config)
   config.eval.max_examples = 0  # The whole test set.
   put = lambda batch: sharding.host_to_global(batch, setup.mesh)  # noqa: E731
   report, arrays = classifier_eval.evaluate(eval_fn, params, eval_source, task, config, put,

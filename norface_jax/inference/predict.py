@@ -53,11 +53,7 @@ def predict_folder(workdir: str, images: str, out: str, *, normalized: str = "",
   task, size = setup.task, config.data.image_size
   batch_size = max(batch_size - batch_size % sharding.data_parallel_size(setup.mesh),
                    sharding.data_parallel_size(setup.mesh))
-  prepare_fn, frozen = stage2.load_frozen(config)  # online I_n, features: made in the step.
-  eval_fn = jax.jit(stage2.make_eval_step(setup.model, task, config, prepare_fn),
-                    in_shardings=(setup.state_shardings.params, sharding.batch_sharding(setup.mesh),
-                                  sharding.replicated(setup.mesh)),
-                    out_shardings=sharding.replicated(setup.mesh))
+  eval_fn, frozen = evaluate.jit_eval_step(setup, config)  # Online I_n: made in the step.
   paths = list_images(images)
   bad = 0
   rows = 0
@@ -197,12 +193,7 @@ class _Classifier:
     self.dp = dp = sharding.data_parallel_size(setup.mesh)
     self.batch_size = max(batch_size - batch_size % dp, dp)
     self.mesh = setup.mesh
-    prepare_fn, self.frozen = stage2.load_frozen(config)
-    self.fn = jax.jit(stage2.make_eval_step(setup.model, setup.task, config, prepare_fn),
-                      in_shardings=(setup.state_shardings.params,
-                                    sharding.batch_sharding(setup.mesh),
-                                    sharding.replicated(setup.mesh)),
-                      out_shardings=sharding.replicated(setup.mesh))
+    self.fn, self.frozen = evaluate.jit_eval_step(setup, config)
 
   def padded_size(self, n: int) -> int:
     """The batch `n` faces are padded to: the data-parallel size times a power of two,
